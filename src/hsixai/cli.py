@@ -1,0 +1,53 @@
+"""Command line: one subcommand per stage. Thin: parse, load params, call the stage's run()."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from .config import load_params
+from .errors import HsixaiError
+from .paths import Paths
+
+
+def _stages() -> dict[str, tuple[str, Callable]]:
+    # Imported lazily so `hsixai --help` stays fast.
+    from .data import prepare, split, synthetic
+
+    return {
+        "synthesize": ("generate the synthetic PRISMA-like scene into data/synthetic", synthetic.run),
+        "prepare": ("remove bands, min-max scale, 0-based labels -> data/prepared", prepare.run),
+        "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", split.run),
+    }
+
+
+def build_parser(stages: dict[str, tuple[str, Callable]]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hsixai", description=__doc__)
+    parser.add_argument("--root", default=None, help="repository root (default: the current directory)")
+    parser.add_argument("--params", default=None, help="params file (default: <root>/params.yaml)")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (help_, _) in stages.items():
+        sub.add_parser(name, help=help_)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
+    logging.addLevelName(logging.WARNING, "warning")
+    stages = _stages()
+    args = build_parser(stages).parse_args(argv)
+    paths = Paths.at(args.root)
+    try:
+        params = load_params(args.params or paths.params)
+        stages[args.command][1](params, paths, progress=not args.no_progress)
+    except HsixaiError as exc:
+        print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,198 @@
+"""params.yaml -> typed, validated dataclasses.
+
+Every stage loads the whole file strictly, so a misspelt key anywhere fails
+before any work with a message that names the key and suggests the right one.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from .errors import HsixaiError
+
+CROP_NAMES = ["durum wheat", "oranges", "permanent grassland", "rice", "sunflower", "olives"]
+# PRISMA's 234 bands -> the 174 used in the published experiments (inclusive ranges).
+PRISMA_REMOVED_BANDS = ["0-10", "57-63", "145-162", "210-233"]
+
+
+@dataclass(frozen=True)
+class SynthesizeConfig:
+    """The synthetic PRISMA-like scene (the embedded default data set)."""
+
+    height: int = 160
+    width: int = 160
+    bands: int = 234
+    # Sub-pixels per pixel side: parcel edges fall inside pixels, which makes mixed pixels.
+    subpixels: int = 3
+    min_parcel: int = 4  # smallest parcel side, pixels
+    max_parcel: int = 28  # parcels larger than this are always split, pixels
+    labelled_fraction: float = 0.8  # share of crop parcels that carry ground truth
+    test_fraction: float = 0.5  # share of labelled parcels that go to the test mask
+
+    def __post_init__(self) -> None:
+        _check(self.height >= 16 and self.width >= 16, "synthesize.height/width", "at least 16", f"{self.height} x {self.width}")
+        _check(self.bands >= 8, "synthesize.bands", "at least 8", self.bands)
+        _check(1 <= self.subpixels <= 8, "synthesize.subpixels", "1..8", self.subpixels)
+        _check(2 <= self.min_parcel <= self.max_parcel, "synthesize.min_parcel/max_parcel",
+               "2 <= min_parcel <= max_parcel", f"{self.min_parcel}, {self.max_parcel}")
+        _check(0 < self.labelled_fraction <= 1, "synthesize.labelled_fraction", "in (0, 1]", self.labelled_fraction)
+        _check(0 < self.test_fraction < 1, "synthesize.test_fraction", "in (0, 1)", self.test_fraction)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the raw acquisition lives and how it is prepared."""
+
+    raw_dir: str = "data/synthetic"
+    class_names: list[str] = field(default_factory=lambda: list(CROP_NAMES))
+    # Band indices to drop: integers or inclusive ranges written "a-b".
+    remove_bands: list[int | str] = field(default_factory=lambda: list(PRISMA_REMOVED_BANDS))
+
+    def __post_init__(self) -> None:
+        _check(len(self.class_names) >= 2, "data.class_names", "at least 2 classes", len(self.class_names))
+        _check(len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names", self.class_names)
+        self.removed_band_indices()  # validates the syntax early
+
+    def removed_band_indices(self) -> list[int]:
+        """The band list expanded to sorted unique indices."""
+        out: set[int] = set()
+        for item in self.remove_bands:
+            if isinstance(item, int):
+                lo = hi = item
+            else:
+                parts = item.split("-")
+                try:
+                    lo, hi = (int(parts[0]), int(parts[-1])) if len(parts) in (1, 2) else (None, None)
+                except ValueError:
+                    lo = hi = None
+                if lo is None or hi is None or hi < lo:
+                    raise HsixaiError(f"params: data.remove_bands: expected integers or ranges 'a-b' with a <= b, found {item!r}")
+            if lo < 0:
+                raise HsixaiError(f"params: data.remove_bands: expected non-negative band indices, found {item!r}")
+            out.update(range(lo, hi + 1))
+        return sorted(out)
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """How the training mask is divided into train and dev."""
+
+    strategy: Literal["spatial", "random_stratified"] = "spatial"
+    train_size: float = 0.6
+    train_side: Literal["left", "right", "top", "bottom"] = "left"
+
+    def __post_init__(self) -> None:
+        _check(0 < self.train_size < 1, "split.train_size", "a fraction in (0, 1)", self.train_size)
+
+
+@dataclass(frozen=True)
+class XaiConfig:
+    samples_per_class: int = 64
+
+    def __post_init__(self) -> None:
+        _check(self.samples_per_class >= 1, "xai.samples_per_class", "a positive integer", self.samples_per_class)
+
+
+@dataclass(frozen=True)
+class Params:
+    seed: int = 0
+    synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    split: SplitConfig = field(default_factory=SplitConfig)
+    xai: XaiConfig = field(default_factory=XaiConfig)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.data.class_names)
+
+
+def load_params(path: str | Path) -> Params:
+    """Read and validate params.yaml. Raises HsixaiError naming the key on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise HsixaiError(f"{path}: params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise HsixaiError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
+    return params_from_dict(raw, source=str(path))
+
+
+def params_from_dict(raw: Any, source: str = "params") -> Params:
+    return _build(Params, raw, prefix="", source=source)
+
+
+def _check(ok: bool, key: str, expected: str, found: Any) -> None:
+    if not ok:
+        raise HsixaiError(f"params: {key}: expected {expected}, found {found!r}")
+
+
+def _build(cls: type, raw: Any, prefix: str, source: str) -> Any:
+    where = prefix.rstrip(".") or "top level"
+    if not isinstance(raw, dict):
+        raise HsixaiError(f"{source}: {where}: expected a mapping, found {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in fields(cls)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known keys: {', '.join(known)})"
+            raise HsixaiError(f"{source}: unknown key '{prefix}{key}'{hint}")
+    values = {}
+    for name, f in known.items():
+        if name in raw:
+            values[name] = _coerce(hints[name], raw[name], f"{prefix}{name}", source)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise HsixaiError(f"{source}: missing key '{prefix}{name}'")
+    try:
+        return cls(**values)
+    except HsixaiError as exc:
+        raise HsixaiError(f"{source}: {str(exc).removeprefix('params: ')}") from None
+
+
+def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        return _build(tp, value, prefix=f"{key}.", source=source)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise HsixaiError(f"{source}: {key}: expected one of {', '.join(map(str, choices))}, found {value!r}{hint}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise HsixaiError(f"{source}: {key}: expected a list, found {value!r}")
+        (item_tp,) = typing.get_args(tp)
+        return [_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            if _is_instance(value, option):
+                return value
+        raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
+    if not _is_instance(value, tp):
+        raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
+    return float(value) if tp is float else value
+
+
+def _is_instance(value: Any, tp: type) -> bool:
+    if tp is float:  # YAML writes 1 for 1.0; bool is an int subclass and never a number here
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
+
+
+def _type_name(tp: Any) -> str:
+    args = typing.get_args(tp)
+    if args:
+        return " or ".join(_type_name(a) for a in args)
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

@@ -1,0 +1,136 @@
+"""`prepare` stage: raw acquisition -> band-selected, min-max scaled cube and 0-based label maps.
+
+Streams the cube band by band (read, check, scale, write), so a full PRISMA
+cube (1.24 GB) passes with a few bands in memory at a time.
+
+Outputs in data/prepared/:
+    cube.npy          float32 [bands, H, W] in [0, 1]
+    train_labels.npy  int8 [H, W], -1 = unlabelled, 0..K-1 = classes
+    test_labels.npy   int8 [H, W], same coding
+    wavelengths.npy   float32 [bands] of the kept bands
+    bands.npy         int32 [bands], the kept bands' indices in the raw cube
+    band_range.npy    float32 [2, bands], raw min and max per kept band (to scale another acquisition alike)
+    meta.json         class names, wavelength unit, shapes
+Figures in figures/prepare/: false_colour.png, class_spectra.png
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import plots
+from ..config import Params
+from ..errors import HsixaiError
+from ..io import BandReader, NpyStreamWriter, staged_outputs, write_json
+from ..paths import Paths
+from .readers import open_raw_scene
+
+log = logging.getLogger(__name__)
+
+# Bands of a colour-infrared composite: vegetation shows red, soil and towns cyan-grey.
+FALSE_COLOUR_NM = (860.0, 650.0, 550.0)
+
+
+def kept_bands(n_bands: int, removed: list[int]) -> np.ndarray:
+    """Indices of the bands that remain after removing `removed` from `n_bands`."""
+    out_of_range = [b for b in removed if b >= n_bands]
+    if out_of_range:
+        raise HsixaiError(f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
+                          f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})")
+    kept = np.setdiff1d(np.arange(n_bands), removed).astype(np.int32)
+    if kept.size == 0:
+        raise HsixaiError(f"params: data.remove_bands: removes all {n_bands} bands of the cube")
+    return kept
+
+
+def to_zero_based(labels: np.ndarray) -> np.ndarray:
+    """1..K -> 0..K-1 and 0 (unlabelled) -> -1."""
+    return (labels.astype(np.int16) - 1).astype(np.int8)
+
+
+def run(params: Params, paths: Paths, progress: bool = True) -> dict:
+    """Run the stage. Returns meta.json's content."""
+    names = params.data.class_names
+    scene = open_raw_scene(paths.resolve(params.data.raw_dir), len(names))
+    kept = kept_bands(scene.n_bands, params.data.removed_band_indices())
+    train = to_zero_based(scene.train)
+    test = to_zero_based(scene.test)
+    train_counts = np.bincount(train[train >= 0], minlength=len(names))
+    for k in np.flatnonzero(train_counts == 0):
+        raise HsixaiError(f"{scene.directory / 'train_crops.npy'}: class {k + 1} ({names[k]}) has no training pixels")
+
+    wavelengths = scene.wavelengths[kept]
+    colour_bands = [int(np.argmin(np.abs(wavelengths - nm))) for nm in FALSE_COLOUR_NM]
+    labelled = train.ravel() >= 0
+    train_flat = train.ravel()[labelled]
+    sums = np.zeros((len(names), len(kept)))
+    sums_sq = np.zeros((len(names), len(kept)))
+    band_range = np.zeros((2, len(kept)), dtype=np.float32)
+    rgb = {}
+    constant = []
+    height, width = scene.spatial_shape
+
+    with staged_outputs(paths.prepared_dir, paths.figures_dir("prepare")) as (out, figs):
+        with BandReader(scene.cube) as reader, \
+                NpyStreamWriter(out / "cube.npy", (len(kept), height, width), np.float32) as writer:
+            for i, b in enumerate(tqdm(kept, desc="prepare: bands", unit="band", disable=not progress)):
+                band = reader.read(int(b)).astype(np.float32)
+                _check_finite(band, int(b), scene.cube.path)
+                # Class means of the raw values: min-max scaling per band would distort the spectra's shape.
+                values = band.ravel()[labelled].astype(np.float64)
+                sums[:, i] = np.bincount(train_flat, weights=values, minlength=len(names))
+                sums_sq[:, i] = np.bincount(train_flat, weights=values**2, minlength=len(names))
+                lo, hi = float(band.min()), float(band.max())
+                band_range[:, i] = lo, hi
+                if hi > lo:
+                    band -= lo
+                    band /= hi - lo
+                    np.clip(band, 0.0, 1.0, out=band)
+                else:  # a dead band carries no information; keep it as zeros so band indices stay aligned
+                    constant.append(int(b))
+                    band[:] = 0.0
+                writer.write(band)
+                if i in colour_bands:
+                    rgb[i] = band.copy()
+        if constant:
+            log.warning("%s: %d kept bands are constant and were written as zeros: raw band indices %s",
+                        scene.cube.path, len(constant), constant[:10])
+
+        np.save(out / "train_labels.npy", train)
+        np.save(out / "test_labels.npy", test)
+        np.save(out / "wavelengths.npy", wavelengths)
+        np.save(out / "bands.npy", kept)
+        np.save(out / "band_range.npy", band_range)
+        meta = {
+            "class_names": names,
+            "shape": [len(kept), height, width],
+            "raw_dir": params.data.raw_dir,
+            "raw_bands": scene.n_bands,
+            "removed_bands": int(scene.n_bands - len(kept)),
+            "constant_bands": constant,
+            "wavelength_unit": scene.wavelength_unit,
+            "train_pixels": dict(zip(names, map(int, train_counts))),
+            "test_pixels": dict(zip(names, map(int, np.bincount(test[test >= 0], minlength=len(names))))),
+        }
+        write_json(out / "meta.json", meta)
+
+        mean = sums / train_counts[:, None]
+        std = np.sqrt(np.maximum(sums_sq / train_counts[:, None] - mean**2, 0.0))
+        plots.class_spectra(wavelengths, mean, std, train_counts, names, scene.wavelength_unit,
+                            figs / "class_spectra.png", "Mean raw training spectrum per class (+-1 std), kept bands")
+        unit = " nm" if scene.wavelength_unit == "nm" else ""
+        plots.false_colour(np.stack([rgb[i] for i in colour_bands]),
+                           [f"{wavelengths[i]:.0f}{unit}" for i in colour_bands],
+                           figs / "false_colour.png", f"False-colour composite ({height} x {width} px)")
+    return meta
+
+
+def _check_finite(band: np.ndarray, index: int, path) -> None:
+    finite = np.isfinite(band)
+    if not finite.all():
+        row, col = np.argwhere(~finite)[0]
+        raise HsixaiError(f"{path}: band {index} has {int((~finite).sum())} NaN or Inf values "
+                          f"(first at row {row}, column {col}); expected finite values")

@@ -1,0 +1,82 @@
+"""Reading a raw acquisition directory, with every check that can be made before any work.
+
+A raw directory holds, as NumPy files:
+    hsi.npy          [bands, H, W] reflectance or radiance, any numeric dtype
+    train_crops.npy  [H, W] integer labels, 0 = unlabelled, 1..K = classes
+    test_crops.npy   [H, W] integer labels, same coding
+    wavelengths.npy  [bands] band centres in nm (optional: band numbers are used without it)
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from ..errors import HsixaiError
+from ..io import NpyInfo, inspect_npy, load_npy
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RawScene:
+    directory: Path
+    cube: NpyInfo  # the cube is read band by band later; only its header is read here
+    train: np.ndarray  # [H, W] int, 0 = unlabelled
+    test: np.ndarray  # [H, W] int, 0 = unlabelled
+    wavelengths: np.ndarray  # [bands] float32, nm (or band numbers, see wavelength_unit)
+    wavelength_unit: str  # "nm" or "band number"
+
+    @property
+    def n_bands(self) -> int:
+        return self.cube.shape[0]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int]:
+        return self.cube.shape[1], self.cube.shape[2]
+
+
+def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
+    """Check the raw files' presence, shapes, dtypes and label values; load the masks."""
+    if not directory.is_dir():
+        raise HsixaiError(f"{directory}: raw data directory not found (data.raw_dir in params.yaml)")
+    cube = inspect_npy(directory / paths.RAW_CUBE, "hyperspectral cube")
+    if len(cube.shape) != 3:
+        raise HsixaiError(f"{cube.path}: expected a 3-D cube [bands, H, W], found shape {cube.shape}")
+    if cube.dtype.kind not in "fiu":
+        raise HsixaiError(f"{cube.path}: expected a numeric cube, found dtype {cube.dtype}")
+    if min(cube.shape) < 1:
+        raise HsixaiError(f"{cube.path}: expected a non-empty cube, found shape {cube.shape}")
+    spatial = cube.shape[1:]
+    train = _load_mask(directory / paths.RAW_TRAIN, "training mask", spatial, n_classes)
+    test = _load_mask(directory / paths.RAW_TEST, "test mask", spatial, n_classes)
+
+    wl_path = directory / paths.RAW_WAVELENGTHS
+    if wl_path.exists():
+        wavelengths = load_npy(wl_path, "wavelengths", ndim=1, kinds="fiu").astype(np.float32)
+        if wavelengths.shape[0] != cube.shape[0]:
+            raise HsixaiError(f"{wl_path}: expected {cube.shape[0]} wavelengths (one per band of {paths.RAW_CUBE}), "
+                              f"found {wavelengths.shape[0]}")
+        if not np.isfinite(wavelengths).all() or (wavelengths <= 0).any():
+            raise HsixaiError(f"{wl_path}: expected positive finite wavelengths in nm, found NaN, Inf or values <= 0")
+        unit = "nm"
+    else:
+        log.warning("%s not found: figures will use band numbers instead of wavelengths", wl_path)
+        wavelengths, unit = np.arange(1, cube.shape[0] + 1, dtype=np.float32), "band number"
+    return RawScene(directory, cube, train, test, wavelengths, unit)
+
+
+def _load_mask(path: Path, what: str, spatial: tuple[int, ...], n_classes: int) -> np.ndarray:
+    mask = load_npy(path, what, ndim=2, kinds="iu")
+    if mask.shape != tuple(spatial):
+        raise HsixaiError(f"{path}: {what}: expected shape {tuple(spatial)} (the cube's H x W), found {mask.shape}")
+    bad = (mask < 0) | (mask > n_classes)
+    if bad.any():
+        values = np.unique(mask[bad])[:5].tolist()
+        raise HsixaiError(f"{path}: {what}: expected labels 0..{n_classes} (0 = unlabelled, "
+                          f"{n_classes} classes in data.class_names), found {values}")
+    return mask.astype(np.int16)

@@ -1,0 +1,145 @@
+"""`split` stage: training mask -> train and dev, per-band statistics, and the xAI sample mask.
+
+The default split is spatial: per class, train takes the fraction
+`split.train_size` of the class's pixels from one side of the scene, and dev
+the rest, so every dev pixel of a class lies beyond every train pixel of that
+class (neighbouring, overlapping patches cannot leak between them).
+
+Outputs in data/split/:
+    train_labels.npy  int8 [H, W], -1 outside train
+    dev_labels.npy    int8 [H, W], -1 outside dev
+    xai_labels.npy    int8 [H, W], -1 outside the xAI sample (a subset of dev)
+    band_stats.npz    mean, std float32 [bands] over train pixels
+    split.json        pixel counts per class and set
+Figure: figures/split/masks.png
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import plots
+from ..config import Params
+from ..errors import HsixaiError
+from ..io import BandReader, inspect_npy, load_npy, staged_outputs, write_json
+from ..paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+def spatial_split(labels: np.ndarray, n_classes: int, train_size: float, side: str,
+                  names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, cut at the column (left/right) or row (top/bottom) that puts the share of
+    pixels on `side` closest to `train_size`. Returns (train, dev) label maps, -1 elsewhere."""
+    names = names or [str(k) for k in range(n_classes)]
+    train = np.full(labels.shape, -1, dtype=np.int8)
+    dev = np.full(labels.shape, -1, dtype=np.int8)
+    axis = 1 if side in ("left", "right") else 0
+    for k in range(n_classes):
+        rows, cols = np.nonzero(labels == k)
+        _require_pixels(len(rows), k, names)
+        coord = (cols if axis == 1 else rows).astype(np.int64)
+        if side in ("right", "bottom"):
+            coord = -coord  # the train side comes first in sorted order
+        lines, counts = np.unique(coord, return_counts=True)
+        if len(lines) < 2:
+            what = "column" if axis == 1 else "row"
+            raise HsixaiError(f"class {k} ({names[k]}): all {len(rows)} training pixels lie in one {what}; "
+                              f"a spatial split to the {side} needs at least two (use split.strategy: random_stratified)")
+        share = np.cumsum(counts)[:-1] / len(coord)  # train share if cut after each line (dev never empty)
+        cut = lines[int(np.argmin(np.abs(share - train_size)))]
+        is_train = coord <= cut
+        train[rows[is_train], cols[is_train]] = k
+        dev[rows[~is_train], cols[~is_train]] = k
+    return train, dev
+
+
+def random_stratified_split(labels: np.ndarray, n_classes: int, train_size: float, rng: np.random.Generator,
+                            names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Per class, a random `train_size` share of pixels for train and the rest for dev."""
+    names = names or [str(k) for k in range(n_classes)]
+    train = np.full(labels.shape, -1, dtype=np.int8)
+    dev = np.full(labels.shape, -1, dtype=np.int8)
+    for k in range(n_classes):
+        flat = np.flatnonzero(labels.ravel() == k)
+        _require_pixels(len(flat), k, names)
+        flat = rng.permutation(flat)
+        n_train = int(np.clip(round(train_size * len(flat)), 1, len(flat) - 1))
+        train.ravel()[flat[:n_train]] = k
+        dev.ravel()[flat[n_train:]] = k
+    return train, dev
+
+
+def _require_pixels(n: int, k: int, names: list[str]) -> None:
+    if n < 2:
+        raise HsixaiError(f"class {k} ({names[k]}) has {n} training pixels; train and dev need at least one each")
+
+
+def xai_sample(dev: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator,
+               names: list[str]) -> np.ndarray:
+    """Up to `per_class` dev pixels per class, drawn without replacement. Label map, -1 elsewhere."""
+    xai = np.full(dev.shape, -1, dtype=np.int8)
+    for k in range(n_classes):
+        flat = np.flatnonzero(dev.ravel() == k)
+        if len(flat) < per_class:
+            log.warning("class %d (%s) has %d dev pixels, fewer than xai.samples_per_class=%d: using all of them",
+                        k, names[k], len(flat), per_class)
+        chosen = rng.choice(flat, size=min(per_class, len(flat)), replace=False)
+        xai.ravel()[np.sort(chosen)] = k
+    return xai
+
+
+def band_statistics(cube_reader: BandReader, pixels: np.ndarray, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std (float32 [bands]) over the flat pixel indices `pixels`, one band at a time."""
+    mean = np.zeros(cube_reader.n_bands, dtype=np.float64)
+    std = np.zeros(cube_reader.n_bands, dtype=np.float64)
+    for b in tqdm(range(cube_reader.n_bands), desc="split: band statistics", unit="band", disable=not progress):
+        values = cube_reader.read(b).ravel()[pixels].astype(np.float64)
+        mean[b], std[b] = values.mean(), values.std()
+    # A constant band standardises to zeros rather than to NaN.
+    std[std == 0] = 1.0
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
+def run(params: Params, paths: Paths, progress: bool = True) -> dict:
+    """Run the stage. Returns split.json's content."""
+    prepared = paths.prepared_dir
+    meta_path = prepared / "meta.json"
+    if not meta_path.is_file():
+        raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
+    meta = json.loads(meta_path.read_text())
+    names = params.data.class_names
+    if meta["class_names"] != names:
+        raise HsixaiError(f"params: data.class_names {names} differ from those the prepared data was made with "
+                          f"{meta['class_names']} (re-run prepare)")
+    cube = inspect_npy(paths.prepared_cube, "prepared cube")
+    labels = load_npy(prepared / "train_labels.npy", "training labels", ndim=2, kinds="i", shape=cube.shape[1:])
+    test = load_npy(prepared / "test_labels.npy", "test labels", ndim=2, kinds="i", shape=cube.shape[1:])
+    k = len(names)
+    cfg = params.split
+    rng = np.random.default_rng(params.seed)
+    if cfg.strategy == "spatial":
+        train, dev = spatial_split(labels, k, cfg.train_size, cfg.train_side, names)
+    else:
+        train, dev = random_stratified_split(labels, k, cfg.train_size, rng, names)
+    xai = xai_sample(dev, k, params.xai.samples_per_class, rng, names)
+
+    with BandReader(cube) as reader:
+        mean, std = band_statistics(reader, np.flatnonzero(train.ravel() >= 0), progress)
+
+    count = lambda m: dict(zip(names, map(int, np.bincount(m[m >= 0], minlength=k))))  # noqa: E731
+    summary = {"strategy": cfg.strategy, "train_size": cfg.train_size,
+               "train_side": cfg.train_side if cfg.strategy == "spatial" else None,
+               "pixels": {"train": count(train), "dev": count(dev), "test": count(test), "xai": count(xai)}}
+    with staged_outputs(paths.split_dir, paths.figures_dir("split")) as (out, figs):
+        np.save(out / "train_labels.npy", train)
+        np.save(out / "dev_labels.npy", dev)
+        np.save(out / "xai_labels.npy", xai)
+        np.savez(out / "band_stats.npz", mean=mean, std=std)
+        write_json(out / "split.json", summary)
+        plots.label_maps({"train": train, "dev": dev, "test": test, "xAI sample": xai}, names, figs / "masks.png")
+    return summary

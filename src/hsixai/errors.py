@@ -1,0 +1,10 @@
+"""The one exception type for expected failures (bad input, bad params).
+
+The CLI prints these as a single line and exits non-zero without a traceback;
+anything else is a bug and keeps its traceback.
+"""
+
+
+class HsixaiError(Exception):
+    """An expected, user-facing error. The message names the file or parameter,
+    what was expected and what was found."""

@@ -1,0 +1,58 @@
+"""The one place that knows where artifacts live.
+
+Every path is absolute and built from the repository root, because DVC runs
+queued experiments in temporary copies of the repository.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+RAW_CUBE = "hsi.npy"
+RAW_TRAIN = "train_crops.npy"
+RAW_TEST = "test_crops.npy"
+RAW_WAVELENGTHS = "wavelengths.npy"
+
+
+@dataclass(frozen=True)
+class Paths:
+    root: Path
+
+    @classmethod
+    def at(cls, root: str | Path | None = None) -> "Paths":
+        return cls(Path(root or Path.cwd()).resolve())
+
+    @property
+    def params(self) -> Path:
+        return self.root / "params.yaml"
+
+    def resolve(self, path: str | Path) -> Path:
+        """A params path (relative to the repo root, or absolute) as an absolute path."""
+        path = Path(path)
+        return path if path.is_absolute() else self.root / path
+
+    # stage outputs -----------------------------------------------------------
+    @property
+    def synthetic_dir(self) -> Path:
+        return self.root / "data" / "synthetic"
+
+    @property
+    def prepared_dir(self) -> Path:
+        return self.root / "data" / "prepared"
+
+    @property
+    def split_dir(self) -> Path:
+        return self.root / "data" / "split"
+
+    def figures_dir(self, stage: str) -> Path:
+        return self.root / "figures" / stage
+
+    @property
+    def bench_dir(self) -> Path:
+        return self.root / "bench"
+
+    # files inside the stage outputs -------------------------------------------
+    @property
+    def prepared_cube(self) -> Path:
+        return self.prepared_dir / "cube.npy"

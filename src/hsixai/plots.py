@@ -1,0 +1,81 @@
+"""Figures. Every function takes plain arrays and writes one PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and in CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
+
+# One colour per crop, in label order (0..K-1); extended with tab20 for larger class sets.
+CROP_COLOURS = ["#e6c229", "#f17105", "#6bb344", "#1a8fe3", "#d11149", "#6e4f8e"]
+
+
+def class_colours(n: int) -> list:
+    extra = [plt.get_cmap("tab20")(i) for i in range(20)]
+    return (CROP_COLOURS + extra)[:n]
+
+
+def with_gaps(wavelengths: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Insert NaN where bands were removed, so lines break across the gaps instead of bridging them."""
+    wavelengths = np.asarray(wavelengths, dtype=float)
+    step = np.median(np.diff(wavelengths)) if len(wavelengths) > 1 else 1.0
+    gaps = np.flatnonzero(np.diff(wavelengths) > 2.5 * step) + 1
+    wl = np.insert(wavelengths, gaps, np.nan)
+    vals = np.insert(np.asarray(values, dtype=float), gaps, np.nan, axis=-1)
+    return wl, vals
+
+
+def _save(fig: plt.Figure, path: Path) -> None:
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
+def false_colour(rgb: np.ndarray, band_labels: Sequence[str], path: Path, title: str) -> None:
+    """A 2%-98% stretched composite of three bands, rgb [3, H, W]."""
+    lo = np.percentile(rgb, 2, axis=(1, 2), keepdims=True)
+    hi = np.percentile(rgb, 98, axis=(1, 2), keepdims=True)
+    img = np.clip((rgb - lo) / np.maximum(hi - lo, 1e-12), 0, 1).transpose(1, 2, 0)
+    fig, ax = plt.subplots(figsize=(6, 6 * img.shape[0] / img.shape[1] + 0.4))
+    ax.imshow(img, interpolation="nearest")
+    ax.set_title(f"{title}\nR, G, B = {', '.join(band_labels)}", fontsize=9)
+    ax.set_axis_off()
+    _save(fig, path)
+
+
+def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Path) -> None:
+    """Label maps side by side (-1 = unlabelled, shown white), with one legend of class names."""
+    k = len(class_names)
+    cmap = ListedColormap(["#ffffff"] + class_colours(k))
+    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 4.2), squeeze=False)
+    for ax, (title, labels) in zip(axes[0], maps.items()):
+        ax.imshow(labels + 1, cmap=cmap, vmin=0, vmax=k, interpolation="nearest")
+        ax.set_title(f"{title} ({int((labels >= 0).sum())} px)", fontsize=10)
+        ax.set_axis_off()
+    handles = [Patch(color=c, label=n) for c, n in zip(class_colours(k), class_names)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), frameon=False, fontsize=9)
+    fig.subplots_adjust(bottom=0.14, wspace=0.05)
+    _save(fig, path)
+
+
+def class_spectra(wavelengths: np.ndarray, mean: np.ndarray, std: np.ndarray, counts: Sequence[int],
+                  class_names: Sequence[str], unit: str, path: Path, title: str) -> None:
+    """Mean spectrum per class (mean [K, bands]) with a +-1 std band, gaps where bands were removed."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for k, (name, colour) in enumerate(zip(class_names, class_colours(len(class_names)))):
+        wl, m = with_gaps(wavelengths, mean[k])
+        _, s = with_gaps(wavelengths, std[k])
+        ax.plot(wl, m, color=colour, lw=1.6, label=f"{name} (n={counts[k]})")
+        ax.fill_between(wl, m - s, m + s, color=colour, alpha=0.15, lw=0)
+    ax.set_xlabel("wavelength (nm)" if unit == "nm" else unit)
+    ax.set_ylabel("raw value (reflectance)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(fig, path)

@@ -1,0 +1,42 @@
+"""Shared fixtures: a tiny synthetic scene and params that every test can afford."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Small enough for milliseconds per stage, large enough for every class on both sides of a split.
+TINY_SYNTHESIZE = {"height": 48, "width": 48, "bands": 234, "subpixels": 3, "min_parcel": 3, "max_parcel": 10,
+                   "labelled_fraction": 0.9, "test_fraction": 0.5}
+
+
+def tiny_params(**overrides) -> dict:
+    """The repository's params.yaml with a tiny scene, and `overrides` merged per group."""
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["synthesize"].update(TINY_SYNTHESIZE)
+    params["xai"]["samples_per_class"] = 8
+    for key, value in overrides.items():
+        if isinstance(value, dict):
+            params[key].update(value)
+        else:
+            params[key] = value
+    return params
+
+
+def write_params(root: Path, params: dict) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(copy.deepcopy(params), sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def tiny_root(tmp_path: Path) -> Path:
+    """A project root with tiny params (no data yet)."""
+    write_params(tmp_path, tiny_params())
+    return tmp_path
