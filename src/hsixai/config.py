@@ -20,6 +20,8 @@ from .errors import HsixaiError
 CROP_NAMES = ["durum wheat", "oranges", "permanent grassland", "rice", "sunflower", "olives"]
 # PRISMA's 234 bands -> the 174 used in the published experiments (inclusive ranges).
 PRISMA_REMOVED_BANDS = ["0-10", "57-63", "145-162", "210-233"]
+MAX_BAND_INDEX = 100_000  # far beyond any imaging spectrometer; stops "0-9999999999" from eating memory
+MAX_CLASSES = 127  # labels are stored as int8 with -1 for unlabelled
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,8 @@ class DataConfig:
     remove_bands: list[int | str] = field(default_factory=lambda: list(PRISMA_REMOVED_BANDS))
 
     def __post_init__(self) -> None:
-        _check(len(self.class_names) >= 2, "data.class_names", "at least 2 classes", len(self.class_names))
+        _check(2 <= len(self.class_names) <= MAX_CLASSES, "data.class_names", f"2..{MAX_CLASSES} classes",
+               len(self.class_names))
         _check(len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names", self.class_names)
         self.removed_band_indices()  # validates the syntax early
 
@@ -74,6 +77,8 @@ class DataConfig:
                     lo = hi = None
                 if lo is None or hi is None or hi < lo:
                     raise HsixaiError(f"params: data.remove_bands: expected integers or ranges 'a-b' with a <= b, found {item!r}")
+            if hi > MAX_BAND_INDEX:
+                raise HsixaiError(f"params: data.remove_bands: expected band indices up to {MAX_BAND_INDEX}, found {item!r}")
             if lo < 0:
                 raise HsixaiError(f"params: data.remove_bands: expected non-negative band indices, found {item!r}")
             out.update(range(lo, hi + 1))
@@ -108,6 +113,9 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     xai: XaiConfig = field(default_factory=XaiConfig)
 
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", "a non-negative integer", self.seed)
+
     @property
     def n_classes(self) -> int:
         return len(self.data.class_names)
@@ -119,8 +127,8 @@ def load_params(path: str | Path) -> Params:
     if not path.is_file():
         raise HsixaiError(f"{path}: params file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise HsixaiError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
     return params_from_dict(raw, source=str(path))
 

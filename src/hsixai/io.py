@@ -32,8 +32,9 @@ def staged_outputs(*targets: Path) -> Iterator[list[Path]]:
     staging = []
     for target in targets:
         target.parent.mkdir(parents=True, exist_ok=True)
-        for stale in target.parent.glob(f".{target.name}.tmp-*"):  # left by a killed run
-            shutil.rmtree(stale, ignore_errors=True)
+        for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):  # left by a killed run
+            for stale in target.parent.glob(pattern):
+                shutil.rmtree(stale, ignore_errors=True)
         tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
         tmp.mkdir()
         staging.append(tmp)

@@ -111,11 +111,14 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     meta_path = prepared / "meta.json"
     if not meta_path.is_file():
         raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
-    meta = json.loads(meta_path.read_text())
+    try:
+        prepared_names = json.loads(meta_path.read_text())["class_names"]
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise HsixaiError(f"{meta_path}: not a valid meta.json of the prepare stage ({exc}); re-run prepare") from None
     names = params.data.class_names
-    if meta["class_names"] != names:
+    if prepared_names != names:
         raise HsixaiError(f"params: data.class_names {names} differ from those the prepared data was made with "
-                          f"{meta['class_names']} (re-run prepare)")
+                          f"{prepared_names} (re-run prepare)")
     cube = inspect_npy(paths.prepared_cube, "prepared cube")
     labels = load_npy(prepared / "train_labels.npy", "training labels", ndim=2, kinds="i", shape=cube.shape[1:])
     test = load_npy(prepared / "test_labels.npy", "test labels", ndim=2, kinds="i", shape=cube.shape[1:])

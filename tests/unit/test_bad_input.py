@@ -1,0 +1,573 @@
+"""Bad input to the `prepare` and `split` stages, through the real CLI.
+
+Every case must: exit with status 2, print ONE line on stderr that names the
+offending file or parameter and says what was expected or found, print no
+traceback, and leave the previous good outputs (data/prepared, data/split,
+figures/) byte-identical with no staging directories left behind.
+
+A tiny good scene is synthesized, prepared and split once per module and copied
+per test. Broken raw inputs go to a separate raw dir (`raw_bad/`, a copy of
+data/synthetic named by data.raw_dir) so the good outputs are not touched by
+the setup itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from hsixai.cli import main
+
+N_BANDS, HEIGHT, WIDTH = 40, 32, 32
+CLASS_NAMES = ["durum wheat", "oranges", "permanent grassland", "rice", "sunflower", "olives"]
+REMOVED = ["0-3", "30-35"]  # raw bands 0..3 and 30..35 are never read by prepare
+KEPT_BAND = 5
+REMOVED_BAND = 2
+
+GOOD_PARAMS = {
+    "seed": 0,
+    "synthesize": {"height": HEIGHT, "width": WIDTH, "bands": N_BANDS, "subpixels": 3,
+                   "min_parcel": 3, "max_parcel": 10, "labelled_fraction": 0.8, "test_fraction": 0.5},
+    "data": {"raw_dir": "data/synthetic", "class_names": CLASS_NAMES, "remove_bands": REMOVED},
+    "split": {"strategy": "spatial", "train_size": 0.6, "train_side": "left"},
+    "xai": {"samples_per_class": 4},
+}
+OUTPUT_DIRS = ("data/prepared", "data/split", "figures")
+
+
+def _merge(base: dict, overrides: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_params(root: Path, params: dict) -> Path:
+    path = root / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def cli(root: Path, stage: str) -> int:
+    return main(["--root", str(root), "--no-progress", stage])
+
+
+def snapshot(root: Path) -> dict[str, str]:
+    """sha256 of every file under the output directories, by path relative to root."""
+    out = {}
+    for d in OUTPUT_DIRS:
+        for path in sorted((root / d).rglob("*")):
+            if path.is_file():
+                out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def staging_leftovers(root: Path) -> list[str]:
+    found = []
+    for d in ("data", "figures"):
+        if (root / d).exists():
+            found += [str(p.relative_to(root)) for p in (root / d).rglob("*")
+                      if ".tmp-" in p.name or ".old-" in p.name]
+    return found
+
+
+@dataclass
+class Scene:
+    root: Path
+    params: dict
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def raw(self) -> Path:
+        return self.root / "raw_bad"
+
+    @property
+    def params_path(self) -> Path:
+        return self.root / "params.yaml"
+
+    def set_params(self, **overrides) -> None:
+        self.params = _merge(self.params, overrides)
+        write_params(self.root, self.params)
+
+    def rehash(self) -> None:
+        """Record the outputs again (after a test broke a stage *input* that lives among them)."""
+        self.hashes = snapshot(self.root)
+
+    # raw files -----------------------------------------------------------------
+    def load_raw(self, name: str) -> np.ndarray:
+        return np.load(self.raw / name)
+
+    def save_raw(self, name: str, array: np.ndarray, **kw) -> Path:
+        path = self.raw / name
+        np.save(path, array, **kw)
+        return path
+
+    # running -------------------------------------------------------------------
+    def run(self, stage: str, capsys) -> tuple[int, str, str]:
+        capsys.readouterr()  # drop anything printed before
+        rc = cli(self.root, stage)
+        out, err = capsys.readouterr()
+        return rc, out, err
+
+    def expect_error(self, stage: str, capsys, *fragments: str) -> str:
+        rc, out, err = self.run(stage, capsys)
+        assert rc == 2, f"expected exit status 2, got {rc}; stderr: {err!r}"
+        assert "Traceback" not in err and "Traceback" not in out, err
+        lines = err.strip("\n").splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
+        assert err.endswith("\n")
+        line = lines[0]
+        assert line.startswith(f"hsixai {stage}: error: "), line
+        for fragment in fragments:
+            assert fragment in line, f"{fragment!r} not in {line!r}"
+        self.assert_outputs_intact()
+        return line
+
+    def assert_outputs_intact(self) -> None:
+        assert self.hashes, "no outputs were recorded"
+        assert snapshot(self.root) == self.hashes
+        assert staging_leftovers(self.root) == []
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def good_template(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("good")
+    write_params(root, GOOD_PARAMS)
+    for stage in ("synthesize", "prepare", "split"):
+        assert cli(root, stage) == 0, stage
+    meta = json.loads((root / "data/prepared/meta.json").read_text())
+    assert meta["shape"] == [N_BANDS - 10, HEIGHT, WIDTH]
+    assert all(n >= 2 for n in meta["train_pixels"].values()), meta["train_pixels"]
+    return root
+
+
+@pytest.fixture
+def scene(good_template, tmp_path) -> Scene:
+    root = tmp_path / "root"
+    shutil.copytree(good_template, root)
+    shutil.copytree(root / "data/synthetic", root / "raw_bad")
+    s = Scene(root, copy.deepcopy(GOOD_PARAMS))
+    s.set_params(data={"raw_dir": "raw_bad"})
+    s.rehash()
+    # every output a good run makes is there to be protected
+    assert {"data/prepared/cube.npy", "data/prepared/meta.json", "data/split/train_labels.npy",
+            "data/split/band_stats.npz", "figures/prepare/false_colour.png",
+            "figures/split/masks.png"} <= set(s.hashes)
+    assert staging_leftovers(root) == []
+    return s
+
+
+# --------------------------------------------------------------------------- sanity of the setup
+def test_good_setup_reruns_cleanly(scene, capsys):
+    # raw_bad is an unmodified copy: prepare and split succeed and give the same arrays.
+    for stage in ("prepare", "split"):
+        rc, _, err = scene.run(stage, capsys)
+        assert rc == 0, err
+        assert "error" not in err
+    after = snapshot(scene.root)
+    for name in ("cube.npy", "train_labels.npy", "test_labels.npy", "bands.npy", "band_range.npy"):
+        key = f"data/prepared/{name}"
+        assert after[key] == scene.hashes[key], key
+    for name in ("train_labels.npy", "dev_labels.npy", "xai_labels.npy"):
+        key = f"data/split/{name}"
+        assert after[key] == scene.hashes[key], key
+    assert staging_leftovers(scene.root) == []
+
+
+# --------------------------------------------------------------------------- prepare: missing inputs
+def test_prepare_missing_raw_directory(scene, capsys):
+    scene.set_params(data={"raw_dir": "no_such_dir"})
+    scene.expect_error("prepare", capsys, str(scene.root / "no_such_dir"), "raw data directory not found",
+                       "data.raw_dir")
+
+
+def test_prepare_raw_dir_is_a_file(scene, capsys):
+    (scene.root / "a_file").write_text("x")
+    scene.set_params(data={"raw_dir": "a_file"})
+    scene.expect_error("prepare", capsys, "a_file", "raw data directory not found")
+
+
+def test_prepare_missing_cube(scene, capsys):
+    (scene.raw / "hsi.npy").unlink()
+    scene.expect_error("prepare", capsys, str(scene.raw / "hsi.npy"), "hyperspectral cube not found")
+
+
+def test_prepare_missing_training_mask(scene, capsys):
+    (scene.raw / "train_crops.npy").unlink()
+    scene.expect_error("prepare", capsys, str(scene.raw / "train_crops.npy"), "training mask not found")
+
+
+def test_prepare_missing_test_mask(scene, capsys):
+    (scene.raw / "test_crops.npy").unlink()
+    scene.expect_error("prepare", capsys, str(scene.raw / "test_crops.npy"), "test mask not found")
+
+
+# --------------------------------------------------------------------------- prepare: the cube
+def test_prepare_cube_2d(scene, capsys):
+    scene.save_raw("hsi.npy", np.zeros((HEIGHT, WIDTH), dtype=np.float32))
+    scene.expect_error("prepare", capsys, "hsi.npy", "expected a 3-D cube [bands, H, W]",
+                       f"found shape ({HEIGHT}, {WIDTH})")
+
+
+def test_prepare_cube_4d(scene, capsys):
+    scene.save_raw("hsi.npy", np.zeros((2, N_BANDS, HEIGHT, WIDTH), dtype=np.float32))
+    scene.expect_error("prepare", capsys, "hsi.npy", "expected a 3-D cube", "found shape (2, 40, 32, 32)")
+
+
+def test_prepare_cube_dtype_object(scene, capsys):
+    cube = np.empty((N_BANDS, HEIGHT, WIDTH), dtype=object)
+    cube[...] = 0.5
+    scene.save_raw("hsi.npy", cube, allow_pickle=True)
+    scene.expect_error("prepare", capsys, "hsi.npy", "expected a plain numeric array", "found dtype object")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
+def test_prepare_cube_non_numeric_dtype(scene, capsys, dtype):
+    scene.save_raw("hsi.npy", np.zeros((N_BANDS, HEIGHT, WIDTH), dtype=dtype))
+    scene.expect_error("prepare", capsys, "hsi.npy", "expected a numeric cube",
+                       f"found dtype {np.dtype(dtype)}")
+
+
+def test_prepare_cube_truncated(scene, capsys):
+    path = scene.raw / "hsi.npy"
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:  # a valid header, then the data cut short
+        fh.truncate(size // 2)
+    scene.expect_error("prepare", capsys, str(path), "is truncated", "header says shape (40, 32, 32)",
+                       f"file has {size // 2}")
+
+
+def test_prepare_cube_not_npy(scene, capsys):
+    (scene.raw / "hsi.npy").write_bytes(b"this is not a NumPy file at all\n")
+    scene.expect_error("prepare", capsys, "hsi.npy", "is not a readable .npy file")
+
+
+def test_prepare_cube_empty_file(scene, capsys):
+    (scene.raw / "hsi.npy").write_bytes(b"")
+    scene.expect_error("prepare", capsys, "hsi.npy", "is not a readable .npy file")
+
+
+def test_prepare_cube_cut_inside_header(scene, capsys):
+    path = scene.raw / "hsi.npy"
+    path.write_bytes(path.read_bytes()[:40])
+    scene.expect_error("prepare", capsys, "hsi.npy", "is not a readable .npy file")
+
+
+def test_prepare_cube_fortran_order(scene, capsys):
+    cube = scene.load_raw("hsi.npy")
+    scene.save_raw("hsi.npy", np.asfortranarray(cube))
+    scene.expect_error("prepare", capsys, "hsi.npy", "expected a C-ordered array", "Fortran order")
+
+
+@pytest.mark.parametrize(("value", "label"), [(np.nan, "NaN"), (np.inf, "Inf"), (-np.inf, "-Inf")])
+def test_prepare_non_finite_in_kept_band(scene, capsys, value, label):
+    cube = scene.load_raw("hsi.npy")
+    cube[KEPT_BAND, 7, 9] = value
+    scene.save_raw("hsi.npy", cube)
+    scene.expect_error("prepare", capsys, str(scene.raw / "hsi.npy"), f"band {KEPT_BAND} has 1 NaN or Inf values",
+                       "first at row 7, column 9", "expected finite values")
+
+
+def test_prepare_non_finite_in_last_kept_band(scene, capsys):
+    # the failure comes after most of the cube was streamed into the staging directory
+    cube = scene.load_raw("hsi.npy")
+    cube[N_BANDS - 1, 0, 0] = np.nan
+    cube[N_BANDS - 1, 3, 4] = np.inf
+    scene.save_raw("hsi.npy", cube)
+    scene.expect_error("prepare", capsys, "hsi.npy", f"band {N_BANDS - 1} has 2 NaN or Inf values",
+                       "first at row 0, column 0")
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_prepare_non_finite_in_removed_band_is_fine(scene, capsys, value):
+    cube = scene.load_raw("hsi.npy")
+    cube[REMOVED_BAND, :, :] = value  # the whole band: removed bands are never read
+    cube[31, 0, 0] = value
+    scene.save_raw("hsi.npy", cube)
+    rc, _, err = scene.run("prepare", capsys)
+    assert rc == 0, err
+    assert "error" not in err and "Traceback" not in err
+    after = snapshot(scene.root)
+    # the same raw values in the kept bands give the very same prepared cube
+    assert after["data/prepared/cube.npy"] == scene.hashes["data/prepared/cube.npy"]
+    meta = json.loads((scene.root / "data/prepared/meta.json").read_text())
+    assert meta["raw_dir"] == "raw_bad"
+    assert np.isfinite(np.load(scene.root / "data/prepared/cube.npy")).all()
+    assert staging_leftovers(scene.root) == []
+
+
+# --------------------------------------------------------------------------- prepare: the masks
+@pytest.mark.parametrize("name,what", [("train_crops.npy", "training mask"), ("test_crops.npy", "test mask")])
+def test_prepare_mask_shape_differs_from_cube(scene, capsys, name, what):
+    mask = scene.load_raw(name)
+    scene.save_raw(name, mask[:, :-1])
+    scene.expect_error("prepare", capsys, str(scene.raw / name), what,
+                       f"expected shape ({HEIGHT}, {WIDTH}) (the cube's H x W)", f"found ({HEIGHT}, {WIDTH - 1})")
+
+
+def test_prepare_mask_transposed_shape(scene, capsys):
+    scene.save_raw("train_crops.npy", np.zeros((WIDTH + 1, HEIGHT), dtype=np.uint8))
+    scene.expect_error("prepare", capsys, "train_crops.npy", "expected shape (32, 32)", "found (33, 32)")
+
+
+def test_prepare_mask_3d(scene, capsys):
+    mask = scene.load_raw("train_crops.npy")
+    scene.save_raw("train_crops.npy", mask[None])
+    scene.expect_error("prepare", capsys, "train_crops.npy", "training mask", "expected a 2-D array",
+                       "found shape (1, 32, 32)")
+
+
+def test_prepare_mask_float_dtype(scene, capsys):
+    scene.save_raw("train_crops.npy", scene.load_raw("train_crops.npy").astype(np.float32))
+    scene.expect_error("prepare", capsys, "train_crops.npy", "training mask", "expected dtype kind 'iu'",
+                       "found float32")
+
+
+def test_prepare_mask_truncated(scene, capsys):
+    path = scene.raw / "test_crops.npy"
+    path.write_bytes(path.read_bytes()[:-10])
+    scene.expect_error("prepare", capsys, str(path), "test mask is truncated")
+
+
+@pytest.mark.parametrize("bad", [7, 200, -1])
+@pytest.mark.parametrize("name,what", [("train_crops.npy", "training mask"), ("test_crops.npy", "test mask")])
+def test_prepare_labels_outside_range(scene, capsys, name, what, bad):
+    mask = scene.load_raw(name).astype(np.int16)
+    mask[3, 4] = bad
+    scene.save_raw(name, mask)
+    scene.expect_error("prepare", capsys, str(scene.raw / name), what, "expected labels 0..6",
+                       "6 classes in data.class_names", f"found [{bad}]")
+
+
+def test_prepare_labels_outside_range_lists_values(scene, capsys):
+    mask = scene.load_raw("train_crops.npy").astype(np.int16)
+    mask[0, 0], mask[0, 1], mask[0, 2] = 9, -1, 9
+    scene.save_raw("train_crops.npy", mask)
+    scene.expect_error("prepare", capsys, "train_crops.npy", "found [-1, 9]")
+
+
+def test_prepare_labels_valid_for_more_classes_than_configured(scene, capsys):
+    # the same data with one class name fewer: label 6 is now out of range
+    scene.set_params(data={"class_names": CLASS_NAMES[:5]})
+    scene.expect_error("prepare", capsys, "train_crops.npy", "expected labels 0..5",
+                       "5 classes in data.class_names", "found [6]")
+
+
+def test_prepare_class_without_training_pixels(scene, capsys):
+    mask = scene.load_raw("train_crops.npy")
+    assert (mask == 3).any()
+    mask[mask == 3] = 0
+    scene.save_raw("train_crops.npy", mask)
+    scene.expect_error("prepare", capsys, str(scene.raw / "train_crops.npy"),
+                       "class 3 (permanent grassland) has no training pixels")
+
+
+# --------------------------------------------------------------------------- prepare: wavelengths
+def test_prepare_wavelengths_wrong_length(scene, capsys):
+    wl = scene.load_raw("wavelengths.npy")
+    scene.save_raw("wavelengths.npy", wl[:-1])
+    scene.expect_error("prepare", capsys, str(scene.raw / "wavelengths.npy"),
+                       f"expected {N_BANDS} wavelengths (one per band of hsi.npy)", f"found {N_BANDS - 1}")
+
+
+@pytest.mark.parametrize("value", [np.nan, 0.0, -400.0])
+def test_prepare_wavelengths_not_positive_finite(scene, capsys, value):
+    wl = scene.load_raw("wavelengths.npy")
+    wl[3] = value
+    scene.save_raw("wavelengths.npy", wl)
+    scene.expect_error("prepare", capsys, "wavelengths.npy", "expected positive finite wavelengths in nm")
+
+
+def test_prepare_wavelengths_2d(scene, capsys):
+    scene.save_raw("wavelengths.npy", scene.load_raw("wavelengths.npy")[None])
+    scene.expect_error("prepare", capsys, "wavelengths.npy", "expected a 1-D array", "found shape (1, 40)")
+
+
+# --------------------------------------------------------------------------- prepare: band selection
+def test_prepare_band_index_out_of_range(scene, capsys):
+    scene.set_params(data={"remove_bands": [500]})
+    scene.expect_error("prepare", capsys, "data.remove_bands", "band indices [500] are out of range",
+                       f"a cube with {N_BANDS} bands", f"valid: 0..{N_BANDS - 1}")
+
+
+def test_prepare_band_range_reaching_past_cube(scene, capsys):
+    scene.set_params(data={"remove_bands": ["0-3", "38-41"]})
+    scene.expect_error("prepare", capsys, "data.remove_bands", "[40, 41] are out of range")
+
+
+def test_prepare_remove_all_bands(scene, capsys):
+    scene.set_params(data={"remove_bands": [f"0-{N_BANDS - 1}"]})
+    scene.expect_error("prepare", capsys, "data.remove_bands", f"removes all {N_BANDS} bands")
+
+
+def test_prepare_remove_bands_bad_form(scene, capsys):
+    scene.set_params(data={"remove_bands": ["10-0"]})
+    scene.expect_error("prepare", capsys, str(scene.params_path), "data.remove_bands", "'10-0'")
+
+
+# --------------------------------------------------------------------------- both stages: params errors
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_train_size_out_of_range_fails_before_any_work(scene, capsys, stage):
+    # a broken raw input as well: the config error must come first
+    (scene.raw / "hsi.npy").unlink()
+    scene.set_params(split={"train_size": 1.5})
+    scene.expect_error(stage, capsys, str(scene.params_path), "split.train_size",
+                       "expected a fraction in (0, 1)", "found 1.5")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_misspelt_top_level_key(scene, capsys, stage):
+    params = dict(scene.params)
+    params["splt"] = params.pop("split")
+    write_params(scene.root, params)
+    scene.expect_error(stage, capsys, str(scene.params_path), "unknown key 'splt'", "did you mean 'split'")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_misspelt_nested_key(scene, capsys, stage):
+    params = copy.deepcopy(scene.params)
+    params["split"]["trian_size"] = params["split"].pop("train_size")
+    write_params(scene.root, params)
+    scene.expect_error(stage, capsys, "unknown key 'split.trian_size'", "did you mean 'split.train_size'")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_strategy_misspelt(scene, capsys, stage):
+    scene.set_params(split={"strategy": "spatil"})
+    scene.expect_error(stage, capsys, "split.strategy", "found 'spatil'", "did you mean 'spatial'")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_params_not_yaml(scene, capsys, stage):
+    scene.params_path.write_text("split: {train_size: 0.6\n")
+    scene.expect_error(stage, capsys, str(scene.params_path), "not valid YAML")
+
+
+@pytest.mark.parametrize("stage", ["prepare", "split"])
+def test_params_file_missing(scene, capsys, stage):
+    scene.params_path.unlink()
+    scene.expect_error(stage, capsys, str(scene.params_path), "params file not found")
+
+
+# --------------------------------------------------------------------------- split
+def test_split_without_prepared_data_fresh_root(tmp_path, capsys):
+    root = tmp_path / "fresh"
+    root.mkdir()
+    write_params(root, GOOD_PARAMS)
+    capsys.readouterr()
+    rc = cli(root, "split")
+    _, err = capsys.readouterr()
+    assert rc == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("hsixai split: error: ")
+    assert str(root / "data/prepared/meta.json") in lines[0]
+    assert "prepared data not found" in lines[0] and "run the prepare stage first" in lines[0]
+    assert not (root / "data/split").exists()
+    assert not (root / "figures").exists()
+    assert staging_leftovers(root) == []
+
+
+def test_split_without_prepared_data_keeps_old_split(scene, capsys):
+    shutil.rmtree(scene.root / "data/prepared")
+    scene.rehash()
+    scene.expect_error("split", capsys, str(scene.root / "data/prepared/meta.json"), "prepared data not found",
+                       "run the prepare stage first")
+
+
+def test_split_class_with_single_training_pixel(scene, capsys):
+    path = scene.root / "data/prepared/train_labels.npy"
+    labels = np.load(path)
+    assert labels.dtype == np.int8
+    rows, cols = np.nonzero(labels == 0)
+    assert len(rows) >= 2
+    labels[rows[1:], cols[1:]] = -1  # only one pixel of class 0 remains
+    np.save(path, labels)
+    scene.rehash()
+    scene.expect_error("split", capsys, "class 0 (durum wheat)", "has 1 training pixels",
+                       "train and dev need at least one each")
+
+
+def test_split_random_stratified_class_with_single_training_pixel(scene, capsys):
+    path = scene.root / "data/prepared/train_labels.npy"
+    labels = np.load(path)
+    rows, cols = np.nonzero(labels == 4)
+    labels[rows[1:], cols[1:]] = -1
+    np.save(path, labels)
+    scene.rehash()
+    scene.set_params(split={"strategy": "random_stratified"})
+    scene.expect_error("split", capsys, "class 4 (sunflower)", "has 1 training pixels")
+
+
+def test_split_class_without_training_pixels(scene, capsys):
+    path = scene.root / "data/prepared/train_labels.npy"
+    labels = np.load(path)
+    labels[labels == 2] = -1
+    np.save(path, labels)
+    scene.rehash()
+    scene.expect_error("split", capsys, "class 2 (permanent grassland)", "has 0 training pixels")
+
+
+def test_split_spatial_class_in_one_column(scene, capsys):
+    path = scene.root / "data/prepared/train_labels.npy"
+    labels = np.load(path)
+    labels[labels == 1] = -1
+    labels[5:9, 10] = 1  # class 1: four pixels, all in column 10
+    np.save(path, labels)
+    scene.rehash()
+    scene.expect_error("split", capsys, "class 1 (oranges)", "all 4 training pixels lie in one column",
+                       "split.strategy: random_stratified")
+
+
+def test_split_class_names_differ_from_prepared(scene, capsys):
+    names = list(CLASS_NAMES)
+    names[0] = "soft wheat"
+    scene.set_params(data={"class_names": names})
+    scene.expect_error("split", capsys, "data.class_names", "differ from those the prepared data was made with",
+                       "re-run prepare")
+
+
+def test_split_prepared_cube_truncated(scene, capsys):
+    path = scene.root / "data/prepared/cube.npy"
+    path.write_bytes(path.read_bytes()[:-100])
+    scene.rehash()
+    scene.expect_error("split", capsys, str(path), "prepared cube is truncated")
+
+
+def test_split_prepared_labels_wrong_shape(scene, capsys):
+    path = scene.root / "data/prepared/train_labels.npy"
+    np.save(path, np.load(path)[:-2])
+    scene.rehash()
+    scene.expect_error("split", capsys, str(path), "training labels", f"expected shape ({HEIGHT}, {WIDTH})",
+                       f"found ({HEIGHT - 2}, {WIDTH})")
+
+
+def test_split_prepared_labels_missing(scene, capsys):
+    path = scene.root / "data/prepared/test_labels.npy"
+    path.unlink()
+    scene.rehash()
+    scene.expect_error("split", capsys, str(path), "test labels not found")
+
+
+def test_split_prepared_meta_corrupt(scene, capsys):
+    path = scene.root / "data/prepared/meta.json"
+    path.write_text("{not json")
+    scene.rehash()
+    scene.expect_error("split", capsys, str(path))
+
+
+def test_split_negative_seed(scene, capsys):
+    scene.set_params(seed=-1)
+    scene.expect_error("split", capsys, "seed")
