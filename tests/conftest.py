@@ -40,3 +40,42 @@ def tiny_root(tmp_path: Path) -> Path:
     """A project root with tiny params (no data yet)."""
     write_params(tmp_path, tiny_params())
     return tmp_path
+
+
+# Training params that take seconds on the tiny scene.
+TINY_TRAIN = {"epochs": 2, "batch_size": 32, "instances": 2, "device": "cpu"}
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch) -> str:
+    """Real MLflow on a SQLite database at an absolute path inside the test's directory."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def prepared_root(tmp_path_factory) -> Path:
+    """A root with the tiny scene synthesized, prepared and split (shared: copy before changing it)."""
+    from hsixai.config import params_from_dict
+    from hsixai.data import prepare, split, synthetic
+    from hsixai.paths import Paths
+
+    root = tmp_path_factory.mktemp("prepared")
+    params = tiny_params(patch_size=5, train=TINY_TRAIN)
+    write_params(root, params)
+    parsed, paths = params_from_dict(params), Paths.at(root)
+    synthetic.run(parsed, paths, progress=False)
+    prepare.run(parsed, paths, progress=False)
+    split.run(parsed, paths, progress=False)
+    return root
+
+
+@pytest.fixture
+def train_root(prepared_root: Path, tmp_path: Path) -> Path:
+    """A private copy of `prepared_root` to train in."""
+    import shutil
+
+    root = tmp_path / "root"
+    shutil.copytree(prepared_root, root)
+    return root

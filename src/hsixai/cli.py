@@ -14,12 +14,15 @@ from .paths import Paths
 
 def _stages() -> dict[str, tuple[str, Callable]]:
     # Imported lazily so `hsixai --help` stays fast.
+    from . import evaluate, train
     from .data import prepare, split, synthetic
 
     return {
         "synthesize": ("generate the synthetic PRISMA-like scene into data/synthetic", synthetic.run),
         "prepare": ("remove bands, min-max scale, 0-based labels -> data/prepared", prepare.run),
         "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", split.run),
+        "train": ("train train.instances models for (model, patch_size) -> models/ (torchrun-ready)", train.run),
+        "evaluate": ("test-set metrics per instance, classification map -> metrics/evaluate.json", evaluate.run),
     }
 
 

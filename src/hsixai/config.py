@@ -33,8 +33,8 @@ class SynthesizeConfig:
     bands: int = 234
     # Sub-pixels per pixel side: parcel edges fall inside pixels, which makes mixed pixels.
     subpixels: int = 3
-    min_parcel: int = 4  # smallest parcel side, pixels
-    max_parcel: int = 28  # parcels larger than this are always split, pixels
+    min_parcel: int = 3  # smallest parcel side, pixels
+    max_parcel: int = 16  # parcels larger than this are always split, pixels
     labelled_fraction: float = 0.8  # share of crop parcels that carry ground truth
     test_fraction: float = 0.5  # share of labelled parcels that go to the test mask
 
@@ -106,15 +106,59 @@ class XaiConfig:
 
 
 @dataclass(frozen=True)
+class TrainConfig:
+    """Training of `instances` independently seeded models per (model, patch_size) point.
+
+    The defaults are a fast demo profile; the published profile is 30 epochs and
+    batch 256 for the CNN, 8 for the ViT (README, "Published profile").
+    """
+
+    epochs: int = 8
+    batch_size: int = 64
+    lr: float = 3e-4
+    max_lr_factor: float = 100.0  # OneCycleLR peaks at max_lr_factor * lr
+    weight_decay: float = 1e-6
+    n_comps: int = 15  # channels of the 1x1 spectral reduction
+    class_weights: bool = True  # balanced cross-entropy weights
+    instances: int = 2  # instance i is trained with seed + i
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    eval_batch_size: int = 512
+
+    def __post_init__(self) -> None:
+        for key in ("epochs", "batch_size", "n_comps", "instances", "eval_batch_size"):
+            _check(getattr(self, key) >= 1, f"train.{key}", "a positive integer", getattr(self, key))
+        _check(self.lr > 0, "train.lr", "a positive number", self.lr)
+        _check(self.max_lr_factor >= 1, "train.max_lr_factor", "a number >= 1", self.max_lr_factor)
+        _check(self.weight_decay >= 0, "train.weight_decay", "a non-negative number", self.weight_decay)
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    experiment: str = "hsixai"  # MLflow experiment that holds every run of this project
+
+    def __post_init__(self) -> None:
+        _check(bool(self.experiment.strip()), "tracking.experiment", "a non-empty name", self.experiment)
+
+
+MODEL_NAMES = ("cnn2d", "vit")
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
+    model: Literal["cnn2d", "vit"] = "cnn2d"
+    patch_size: int = 9  # side of the square patch around each pixel; odd
     synthesize: SynthesizeConfig = field(default_factory=SynthesizeConfig)
     data: DataConfig = field(default_factory=DataConfig)
     split: SplitConfig = field(default_factory=SplitConfig)
     xai: XaiConfig = field(default_factory=XaiConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "a non-negative integer", self.seed)
+        _check(self.patch_size >= 3 and self.patch_size % 2 == 1, "patch_size", "an odd integer >= 3",
+               self.patch_size)
 
     @property
     def n_classes(self) -> int:

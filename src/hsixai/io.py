@@ -23,40 +23,48 @@ from .errors import HsixaiError
 
 # --------------------------------------------------------------------------- atomic outputs
 @contextlib.contextmanager
-def staged_outputs(*targets: Path) -> Iterator[list[Path]]:
-    """Yield one empty staging directory per target directory.
+def staged_outputs(*targets: Path, files: tuple[Path, ...] = ()) -> Iterator[list[Path]]:
+    """Yield one empty staging directory per target directory, then one staging path per target file.
 
-    On normal exit each staging directory replaces its target; on an exception
-    the staging directories are removed and the targets are left untouched.
+    On normal exit each staging directory (or file, which must then exist)
+    replaces its target; on an exception the staging paths are removed and the
+    targets are left untouched.
     """
     staging = []
-    for target in targets:
+    for target in (*targets, *files):
         target.parent.mkdir(parents=True, exist_ok=True)
         for pattern in (f".{target.name}.tmp-*", f".{target.name}.old-*"):  # left by a killed run
             for stale in target.parent.glob(pattern):
-                shutil.rmtree(stale, ignore_errors=True)
-        tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
+                _remove(stale)
+        staging.append(target.parent / f".{target.name}.tmp-{os.getpid()}")
+    for tmp in staging[:len(targets)]:
         tmp.mkdir()
-        staging.append(tmp)
     try:
         yield staging
     except BaseException:
         for tmp in staging:
-            shutil.rmtree(tmp, ignore_errors=True)
+            _remove(tmp)
         raise
-    for tmp, target in zip(staging, targets):
-        _fsync_dir_files(tmp)
+    for tmp, target in zip(staging, (*targets, *files)):
+        _fsync(tmp)
         old = target.parent / f".{target.name}.old-{os.getpid()}"
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
 
 
-def _fsync_dir_files(directory: Path) -> None:
-    for path in directory.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as fh:
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _fsync(path: Path) -> None:
+    for f in (path.rglob("*") if path.is_dir() else [path]):
+        if f.is_file():
+            with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
 
 

@@ -49,6 +49,31 @@ class Paths:
         return self.root / "figures" / stage
 
     @property
+    def models_dir(self) -> Path:
+        return self.root / "models"
+
+    def checkpoint(self, instance: int) -> Path:
+        return self.models_dir / f"instance_{instance}.pt"
+
+    @property
+    def metrics_dir(self) -> Path:
+        return self.root / "metrics"
+
+    def metrics(self, stage: str) -> Path:
+        return self.metrics_dir / f"{stage}.json"
+
+    def plots_dir(self, stage: str) -> Path:
+        return self.root / "plots" / stage
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlartifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
     def bench_dir(self) -> Path:
         return self.root / "bench"
 

@@ -79,3 +79,39 @@ def class_spectra(wavelengths: np.ndarray, mean: np.ndarray, std: np.ndarray, co
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
+
+
+def training_curves(histories: Sequence[Sequence[dict]], path: Path, title: str) -> None:
+    """Training loss and dev macro-F1 per epoch, one line per instance."""
+    fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for i, history in enumerate(histories):
+        epochs = [h["epoch"] for h in history]
+        ax_loss.plot(epochs, [h["loss"] for h in history], marker=".", label=f"instance {i}")
+        ax_f1.plot(epochs, [h.get("f1_macro_val", np.nan) for h in history], marker=".", label=f"instance {i}")
+    ax_loss.set(xlabel="epoch", ylabel="training loss", title=f"{title}: loss")
+    ax_f1.set(xlabel="epoch", ylabel="dev macro F1", title=f"{title}: dev macro F1", ylim=(0, 1))
+    for ax in (ax_loss, ax_f1):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    _save(fig, path)
+
+
+def confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Row-normalised confusion matrix [true, predicted] with counts in the cells."""
+    matrix = np.asarray(matrix, dtype=float)
+    norm = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.0 * len(class_names) + 2.5, 1.0 * len(class_names) + 1.5))
+    ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
+    for (i, j), count in np.ndenumerate(matrix):
+        ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8,
+                color="white" if norm[i, j] > 0.6 else "black")
+    ax.set_xticks(range(len(class_names)), class_names, rotation=40, ha="right", fontsize=8)
+    ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    _save(fig, path)
+
+
+def classification_map(prediction: np.ndarray, reference: np.ndarray, class_names: Sequence[str],
+                       path: Path, title: str) -> None:
+    """The predicted scene next to the test ground truth (-1 = unlabelled, white)."""
+    label_maps({title: prediction, "test ground truth": reference}, class_names, path)

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, tiny_params, write_params
+from ..conftest import REPO, TINY_TRAIN, tiny_params, write_params
 
 BIN = Path(sys.executable).parent
 
 
 def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # test the default backend
+    env = {**env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
            # A fixed identity for the test repository's own commits; the user's git config is untouched.
            "GIT_AUTHOR_NAME": "hsixai tests", "GIT_AUTHOR_EMAIL": "tests@hsixai.invalid",
            "GIT_COMMITTER_NAME": "hsixai tests", "GIT_COMMITTER_EMAIL": "tests@hsixai.invalid"}
@@ -30,9 +31,10 @@ def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedPr
 def dvc_repo(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
-    shutil.copy(REPO / "dvc.yaml", repo)
+    for name in ("dvc.yaml", ".gitignore"):
+        shutil.copy(REPO / name, repo)
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    write_params(repo, tiny_params())
+    write_params(repo, tiny_params(patch_size=5, train=TINY_TRAIN))
     run(["git", "init", "-q"], repo)
     run(["dvc", "init", "-q"], repo)
     run(["git", "add", "-A"], repo)

@@ -16,7 +16,7 @@ def _hashes(repo, *dirs):
 
 def test_repro_builds_the_pipeline_then_does_nothing(dvc_repo):
     first = run(["dvc", "repro"], dvc_repo).stdout
-    for stage in ("synthesize", "prepare", "split"):
+    for stage in ("synthesize", "prepare", "split", "train", "evaluate"):
         assert f"Running stage '{stage}'" in first
     cube = np.load(dvc_repo / "data/prepared/cube.npy", mmap_mode="r")
     assert cube.shape == (174, 48, 48)
@@ -29,26 +29,26 @@ def test_repro_builds_the_pipeline_then_does_nothing(dvc_repo):
 
 
 def test_changing_split_params_reruns_only_split(dvc_repo):
-    run(["dvc", "repro"], dvc_repo)
+    run(["dvc", "repro", "split"], dvc_repo)
     params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
     params["split"]["train_side"] = "right"
     (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    out = run(["dvc", "repro"], dvc_repo).stdout
+    out = run(["dvc", "repro", "split"], dvc_repo).stdout
     assert "Running stage 'split'" in out
     assert "Running stage 'prepare'" not in out and "Running stage 'synthesize'" not in out
 
 
 def test_failed_stage_leaves_outputs_restorable(dvc_repo):
-    run(["dvc", "repro"], dvc_repo)
+    run(["dvc", "repro", "split"], dvc_repo)
     before = _hashes(dvc_repo, "data/split", "figures/split")
     params_path = dvc_repo / "params.yaml"
     params = yaml.safe_load(params_path.read_text())
     params["split"]["train_size"] = 1.5
     params_path.write_text(yaml.safe_dump(params, sort_keys=False))
 
-    failed = run(["dvc", "repro"], dvc_repo, check=False)
+    failed = run(["dvc", "repro", "split"], dvc_repo, check=False)
     assert failed.returncode != 0
     assert "split.train_size: expected a fraction in (0, 1), found 1.5" in failed.stderr + failed.stdout
 
-    run(["dvc", "checkout"], dvc_repo)
+    run(["dvc", "checkout", "split"], dvc_repo)
     assert _hashes(dvc_repo, "data/split", "figures/split") == before

@@ -1,0 +1,42 @@
+"""The one place where classification metrics are computed (scikit-learn underneath)."""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
+
+
+def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Macro F1 over all `n_classes` (a class never predicted counts as F1 = 0)."""
+    return float(f1_score(y_true, y_pred, labels=np.arange(n_classes), average="macro", zero_division=0))
+
+
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+    """OA, AA (mean per-class recall), Cohen's kappa, per-class and macro F1, confusion matrix.
+
+    The confusion matrix is [true, predicted] counts, as a list of lists.
+    """
+    labels = np.arange(n_classes)
+    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    support = cm.sum(axis=1)
+    recall = np.divide(np.diag(cm), support, out=np.zeros(n_classes), where=support > 0)
+    return {
+        "oa": float(np.trace(cm) / max(cm.sum(), 1)),
+        "aa": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
+        "f1_macro": f1_macro(y_true, y_pred, n_classes),
+        "f1_per_class": f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0).tolist(),
+        "confusion": cm.tolist(),
+    }
+
+
+def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
+    """n_samples / (n_classes * count_k), as scikit-learn's "balanced"; 0 for absent classes."""
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    return np.divide(len(labels), n_classes * counts, out=np.zeros(n_classes), where=counts > 0)
+
+
+def mean_std(values: list[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and population std over instances."""
+    arr = np.asarray(values, dtype=np.float64)
+    return float(arr.mean()), float(arr.std())

@@ -1,0 +1,161 @@
+"""The one MLflow helper: where runs go, one parent run per DVC experiment, one child run per stage.
+
+The default backend is SQLite at <repo root>/mlflow.db with artifacts under
+<repo root>/mlartifacts. Both paths are absolute because DVC runs queued
+experiments in temporary copies of the repository that are deleted afterwards.
+MLFLOW_TRACKING_URI overrides the backend.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Iterator
+
+from .config import Params
+from .paths import Paths
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
+
+
+def tracking_uri(paths: Paths) -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+
+
+def experiment_run_name(params: Params) -> str:
+    """The DVC experiment's name (DVC sets DVC_EXP_NAME under `dvc exp run`), else e.g. 'cnn2d-p9'."""
+    return os.environ.get("DVC_EXP_NAME") or f"{params.model}-p{params.patch_size}"
+
+
+def flat_params(params: Params) -> dict[str, Any]:
+    """params as flat 'group.key' -> value, as logged to MLflow."""
+    out: dict[str, Any] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}{k}.", v)
+        else:
+            out[prefix.rstrip(".")] = value
+
+    walk("", asdict(params))
+    return out
+
+
+def git_commit(root: Path) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "none"
+
+
+def file_md5(path: Path) -> str:
+    digest = hashlib.md5()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StageRun:
+    """A child run of the experiment's parent run, for one DVC stage."""
+
+    def __init__(self, client: Any, run_id: str, parent_id: str, paths: Paths):
+        self.client, self.run_id, self.parent_id, self.paths = client, run_id, parent_id, paths
+
+    def log_params(self, values: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        items = [Param(k, str(v)) for k, v in values.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[start:start + 100])
+
+    def log_metrics(self, values: dict[str, float], step: int | None = None, parent: bool = False) -> None:
+        """Numbers on this run (with `step` for curves) and, with parent=True, on the parent run too."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
+        self.client.log_batch(self.run_id, metrics=metrics)
+        if parent:
+            self.client.log_batch(self.parent_id, metrics=metrics)
+
+    def log_figure(self, path: Path) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path="figures")
+
+    def log_json(self, obj: Any, name: str) -> None:
+        self.client.log_text(self.run_id, json.dumps(obj, indent=2), name)
+
+    def log_output(self, path: Path) -> None:
+        """Reference a DVC output by path and md5 (large outputs are not copied into MLflow)."""
+        rel = path.relative_to(self.paths.root)
+        files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+        for f in files:
+            self.client.set_tag(self.run_id, f"output.{f.relative_to(self.paths.root)}", file_md5(f))
+        log.debug("referenced %d files of %s", len(files), rel)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Params, paths: Paths) -> Iterator[StageRun]:
+    """A child run for `stage` under the parent run of this DVC experiment, created if needed.
+
+    The parent is identified by the experiment name, the git commit and a hash
+    of all params, so re-running after a params change never mixes two points.
+    """
+    for noisy in ("alembic", "mlflow"):  # schema migrations and store set-up print INFO lines
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri(paths))
+    experiment_id = _experiment_id(client, params.tracking.experiment, paths)
+    name = experiment_run_name(params)
+    commit = git_commit(paths.root)
+    flat = flat_params(params)
+    params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
+    tags = {"hsixai.experiment": name, "hsixai.commit": commit, "hsixai.params_hash": params_hash}
+    parent_id = _parent_run(client, experiment_id, name, tags, flat)
+    child = client.create_run(experiment_id, run_name=stage,
+                              tags={**tags, PARENT_RUN_ID: parent_id, "hsixai.role": "stage", "hsixai.stage": stage})
+    run = StageRun(client, child.info.run_id, parent_id, paths)
+    try:
+        yield run
+    except BaseException:
+        client.set_terminated(run.run_id, "FAILED")
+        raise
+    client.set_terminated(run.run_id, "FINISHED")
+
+
+def _experiment_id(client: Any, name: str, paths: Paths) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else paths.mlartifacts.as_uri()
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created meanwhile by a parallel stage
+        experiment = client.get_experiment_by_name(name)
+        if experiment is None:
+            raise
+        return experiment.experiment_id
+
+
+def _parent_run(client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any]) -> str:
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and tags.`hsixai.role` = 'experiment'"
+    found = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    if found:
+        return found[0].info.run_id
+    parent = client.create_run(experiment_id, run_name=name, tags={**tags, "hsixai.role": "experiment"})
+    run = StageRun(client, parent.info.run_id, parent.info.run_id, None)  # type: ignore[arg-type]
+    run.log_params(flat)
+    client.set_terminated(parent.info.run_id, "FINISHED")
+    return parent.info.run_id

@@ -1,0 +1,261 @@
+"""`train` stage: `train.instances` independently seeded models for one (model, patch_size) point.
+
+Instance i uses seed `seed + i`. Each epoch: AdamW steps under a OneCycle
+schedule on shuffled train batches, then the dev macro-F1; the best-dev
+weights of each instance are kept. Under `torchrun` the stage trains with
+DistributedDataParallel (gloo on CPU, NCCL on GPU): every rank draws the same
+global batch and takes its own share of it, so the step matches one process
+on the whole batch.
+
+Outputs: models/instance_<i>.pt (state dict + metadata), metrics/train.json,
+plots/train/instance_<i>.csv (per-epoch curves), figures/train/curves.png.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from . import plots, tracking
+from .config import Params, TrainConfig
+from .data.patches import PatchSampler, labelled_pixels, load_sampler
+from .errors import HsixaiError
+from .io import load_npy, staged_outputs, write_json
+from .metrics import balanced_class_weights, f1_macro, mean_std
+from .models import build_model
+from .paths import Paths
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Ranks:
+    """Where this process stands in a torchrun job (rank 0 of 1 without one)."""
+
+    rank: int = 0
+    world: int = 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass
+class Split:
+    """Samples of one split: patch corners in the sampler and labels, both on the device."""
+
+    centres: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_labels(cls, sampler: PatchSampler, label_map: np.ndarray) -> "Split":
+        rows, cols, labels = labelled_pixels(label_map)
+        return cls(sampler.centres(rows, cols), torch.from_numpy(labels).to(sampler.device))
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+
+@dataclass
+class InstanceResult:
+    seed: int
+    state_dict: dict[str, torch.Tensor]
+    best_epoch: int
+    f1_macro_val: float
+    seconds: float
+    history: list[dict] = field(default_factory=list)
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "cuda" and not torch.cuda.is_available():
+        raise HsixaiError("params: train.device: 'cuda' was asked for, but torch sees no CUDA device")
+    if setting == "auto":
+        setting = "cuda" if torch.cuda.is_available() else "cpu"
+    if setting == "cuda" and "LOCAL_RANK" in os.environ:
+        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    return torch.device(setting)
+
+
+def init_ranks(device: torch.device) -> Ranks:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return Ranks()
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Ranks(dist.get_rank(), dist.get_world_size())
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, sampler: PatchSampler, centres: torch.Tensor, batch_size: int,
+            progress: bool = False, desc: str = "predict") -> np.ndarray:
+    """Logits [n, classes] for the patches at `centres`, in eval mode, batch by batch."""
+    was_training = model.training
+    model.eval()
+    out = []
+    starts = range(0, len(centres), batch_size)
+    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
+        out.append(model(sampler.gather(centres[start:start + batch_size])).float().cpu())
+    model.train(was_training)
+    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Split, n_classes: int,
+                   instance: int, ranks: Ranks = Ranks(), progress: bool = True,
+                   on_epoch=None) -> InstanceResult:
+    """Train one model instance with seed `params.seed + instance`; keep its best-dev weights."""
+    cfg: TrainConfig = params.train
+    seed = params.seed + instance
+    torch.manual_seed(seed)
+    model = build_model(params.model, sampler.n_bands, n_classes, params.patch_size, cfg.n_comps).to(sampler.device)
+    net: nn.Module = model
+    if ranks.world > 1:
+        net = nn.parallel.DistributedDataParallel(model)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.max_lr_factor * cfg.lr,
+                                                   total_steps=cfg.epochs * steps_per_epoch)
+    weight = None
+    if cfg.class_weights:
+        weight = torch.from_numpy(balanced_class_weights(train.labels.cpu().numpy(), n_classes)).float()
+    loss_fn = nn.CrossEntropyLoss(weight=weight.to(sampler.device) if weight is not None else None)
+    shuffle = torch.Generator().manual_seed(seed)
+
+    best_f1, best_epoch, best_state, history = -1.0, -1, None, []
+    start = time.perf_counter()
+    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {params.model} p={params.patch_size} #{instance}",
+                  unit="epoch", disable=not (progress and ranks.main))
+    for epoch in epochs:
+        net.train()
+        loss_sum, seen = 0.0, 0
+        batches = tqdm(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle), total=steps_per_epoch,
+                       desc="batches", unit="batch", leave=False, disable=not (progress and ranks.main))
+        for x, y in batches:
+            if ranks.world > 1:
+                if len(y) < ranks.world:  # every rank needs a share; all ranks skip the same last batch
+                    schedule.step()
+                    continue
+                x, y = x[ranks.rank::ranks.world], y[ranks.rank::ranks.world]
+            optimiser.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            loss_sum += loss.item() * len(y)
+            seen += len(y)
+        record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "lr": schedule.get_last_lr()[0]}
+        if ranks.main:
+            pred = predict(model, sampler, dev.centres, cfg.eval_batch_size).argmax(axis=1)
+            record["f1_macro_val"] = f1_macro(dev.labels.cpu().numpy(), pred, n_classes)
+            if record["f1_macro_val"] > best_f1:
+                best_f1, best_epoch = record["f1_macro_val"], epoch
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            epochs.set_postfix(loss=f"{record['loss']:.3f}", f1_dev=f"{record['f1_macro_val']:.3f}")
+            if on_epoch is not None:
+                on_epoch(instance, record)
+        history.append(record)
+    return InstanceResult(seed, best_state or {}, best_epoch, best_f1, time.perf_counter() - start, history)
+
+
+def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    train = load_npy(paths.split_dir / "train_labels.npy", "train labels", ndim=2, kinds="i", shape=shape)
+    dev = load_npy(paths.split_dir / "dev_labels.npy", "dev labels", ndim=2, kinds="i", shape=shape)
+    return train, dev
+
+
+def prepared_meta(paths: Paths, params: Params) -> dict:
+    meta_path = paths.prepared_dir / "meta.json"
+    if not meta_path.is_file():
+        raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("class_names") != params.data.class_names:
+        raise HsixaiError("params: data.class_names differ from those of the prepared data (re-run prepare)")
+    return meta
+
+
+def run(params: Params, paths: Paths, progress: bool = True) -> dict:
+    """Run the stage. Returns metrics/train.json's content (on rank 0)."""
+    meta = prepared_meta(paths, params)
+    device = resolve_device(params.train.device)
+    ranks = init_ranks(device)
+    sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
+    train_map, dev_map = load_split_labels(paths, (sampler.height, sampler.width))
+    train, dev = Split.from_labels(sampler, train_map), Split.from_labels(sampler, dev_map)
+    n_classes = len(params.data.class_names)
+    bands = np.load(paths.prepared_dir / "bands.npy").tolist()
+
+    if not ranks.main:  # other ranks only contribute gradients
+        for i in range(params.train.instances):
+            train_instance(params, sampler, train, dev, n_classes, i, ranks, progress=False)
+        dist.barrier()  # wait until rank 0 has written the outputs
+        return {}
+
+    with tracking.stage_run("train", params, paths) as mlrun:
+        mlrun.log_params({k: v for k, v in tracking.flat_params(params).items()
+                          if k in ("seed", "model", "patch_size") or k.startswith("train.")})
+        mlrun.log_params({"device": str(device), "world_size": ranks.world, "n_train": len(train), "n_dev": len(dev)})
+
+        def on_epoch(instance: int, record: dict) -> None:
+            mlrun.log_metrics({f"instance{instance}.{k}": v for k, v in record.items() if k != "epoch"},
+                              step=record["epoch"])
+
+        results = [train_instance(params, sampler, train, dev, n_classes, i, ranks, progress, on_epoch)
+                   for i in range(params.train.instances)]
+        f1_mean, f1_std = mean_std([r.f1_macro_val for r in results])
+        summary = {
+            "f1_macro_val": f1_mean,
+            "f1_macro_val_std": f1_std,
+            "train_time_s": round(sum(r.seconds for r in results), 2),
+            "n_train": len(train),
+            "n_dev": len(dev),
+            "device": str(device),
+            "world_size": ranks.world,
+            "instances": [{"seed": r.seed, "best_epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val,
+                           "train_time_s": round(r.seconds, 2)} for r in results],
+        }
+        with staged_outputs(paths.models_dir, paths.plots_dir("train"), paths.figures_dir("train"),
+                            files=(paths.metrics("train"),)) as (models, curves, figs, metrics_file):
+            for i, r in enumerate(results):
+                torch.save({"state_dict": r.state_dict,
+                            "meta": {"model": params.model, "patch_size": params.patch_size, "n_bands": sampler.n_bands,
+                                     "bands": bands, "n_classes": n_classes, "class_names": meta["class_names"],
+                                     "n_comps": params.train.n_comps, "seed": r.seed, "instance": i,
+                                     "epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val}},
+                           models / f"instance_{i}.pt")
+                _write_curve(curves / f"instance_{i}.csv", r.history)
+            plots.training_curves([r.history for r in results], figs / "curves.png",
+                                  f"{params.model}, patch {params.patch_size}")
+            write_json(metrics_file, summary)
+        mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": summary["train_time_s"]}, parent=True)
+        mlrun.log_figure(paths.figures_dir("train") / "curves.png")
+        mlrun.log_output(paths.models_dir)
+    if ranks.world > 1:
+        dist.barrier()
+    return summary
+
+
+def _write_curve(path: Path, history: list[dict]) -> None:
+    keys = ["epoch", "loss", "f1_macro_val", "lr"]
+    lines = [",".join(keys)] + [",".join(f"{h[k]:.6g}" for k in keys) for h in history]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
+    """A trained instance in eval mode, and its metadata. Tensors only: loaded with weights_only=True."""
+    if not path.is_file():
+        raise HsixaiError(f"{path}: checkpoint not found (run the train stage first)")
+    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    meta = checkpoint["meta"]
+    model = build_model(meta["model"], meta["n_bands"], meta["n_classes"], meta["patch_size"], meta["n_comps"])
+    model.load_state_dict(checkpoint["state_dict"])
+    return model.to(device).eval(), meta

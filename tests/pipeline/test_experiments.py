@@ -1,0 +1,43 @@
+"""`dvc exp run` per (model, patch_size) point, each tracked as a parent run in MLflow."""
+
+import csv
+import io
+
+import pytest
+
+from .conftest import run
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_experiments_reach_dvc_and_mlflow(dvc_repo):
+    run(["dvc", "exp", "run", "-S", "patch_size=5"], dvc_repo)
+    run(["dvc", "exp", "run", "-S", "model=vit", "-S", "patch_size=7"], dvc_repo)
+
+    table = run(["dvc", "exp", "show", "--csv"], dvc_repo).stdout
+    rows = [r for r in csv.DictReader(io.StringIO(table)) if r["Experiment"]]
+    points = {(r["model"], r["patch_size"]) for r in rows}
+    assert {("cnn2d", "5"), ("vit", "7")} <= points
+    for r in rows:
+        assert 0 < float(r["f1_macro_val"]) <= 1 and 0 < float(r["f1_macro"]) <= 1
+
+    from mlflow.tracking import MlflowClient
+
+    db = dvc_repo / "mlflow.db"
+    assert db.is_file(), "the default backend is SQLite at the repository root"
+    client = MlflowClient(f"sqlite:///{db}")
+    experiment = client.get_experiment_by_name("hsixai")
+    parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'experiment'")
+    by_point = {(p.data.params["model"], p.data.params["patch_size"]): p for p in parents}
+    assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
+    exp_names = {r["Experiment"] for r in rows}
+    for parent in by_point.values():
+        assert {"f1_macro_val", "f1_macro_test"} <= set(parent.data.metrics)
+        assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
+        children = client.search_runs([experiment.experiment_id],
+                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        assert {c.data.tags["hsixai.stage"] for c in children} == {"train", "evaluate"}
+        train_run = next(c for c in children if c.data.tags["hsixai.stage"] == "train")
+        history = client.get_metric_history(train_run.info.run_id, "instance0.f1_macro_val")
+        assert [m.step for m in history] == [1, 2]
+        assert all(len(c.data.tags["hsixai.commit"]) == 40 for c in children)
