@@ -120,6 +120,8 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     model = build_model(params.model, sampler.n_bands, n_classes, params.patch_size, cfg.n_comps).to(sampler.device)
     net: nn.Module = model
     if ranks.world > 1:
+        if sampler.device.type == "cuda":  # batch statistics over the global batch (SyncBatchNorm is CUDA-only)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         net = nn.parallel.DistributedDataParallel(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
@@ -136,23 +138,9 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {params.model} p={params.patch_size} #{instance}",
                   unit="epoch", disable=not (progress and ranks.main))
     for epoch in epochs:
-        net.train()
-        loss_sum, seen = 0.0, 0
         batches = tqdm(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle), total=steps_per_epoch,
                        desc="batches", unit="batch", leave=False, disable=not (progress and ranks.main))
-        for x, y in batches:
-            if ranks.world > 1:
-                if len(y) < ranks.world:  # every rank needs a share; all ranks skip the same last batch
-                    schedule.step()
-                    continue
-                x, y = x[ranks.rank::ranks.world], y[ranks.rank::ranks.world]
-            optimiser.zero_grad(set_to_none=True)
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            optimiser.step()
-            schedule.step()
-            loss_sum += loss.item() * len(y)
-            seen += len(y)
+        loss_sum, seen = train_epoch(net, batches, optimiser, schedule, loss_fn, ranks)
         record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "lr": schedule.get_last_lr()[0]}
         if ranks.main:
             pred = predict(model, sampler, dev.centres, cfg.eval_batch_size).argmax(axis=1)
@@ -165,6 +153,35 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
                 on_epoch(instance, record)
         history.append(record)
     return InstanceResult(seed, best_state or {}, best_epoch, best_f1, time.perf_counter() - start, history)
+
+
+def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, schedule, loss_fn: nn.Module,
+                ranks: Ranks = Ranks()) -> tuple[float, int]:
+    """One pass over `batches` of (patches, labels); returns (summed loss, samples) over all ranks.
+
+    Under DDP each rank takes every world-th sample of the global batch.
+    """
+    net.train()
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    seen = 0
+    for x, y in batches:
+        if ranks.world > 1:
+            if len(y) < ranks.world:  # every rank needs a share; all ranks skip the same last batch
+                schedule.step()
+                continue
+            x, y = x[ranks.rank::ranks.world], y[ranks.rank::ranks.world]
+        optimiser.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x), y)
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+        # Accumulated on the device: no host synchronisation per step.
+        loss_sum = loss_sum.to(loss.device) + loss.detach().double() * len(y)
+        seen += len(y)
+    totals = torch.tensor([float(loss_sum), seen], dtype=torch.float64)
+    if ranks.world > 1:  # the epoch's loss over every rank's share, not rank 0's alone
+        dist.all_reduce(totals)
+    return totals[0].item(), int(totals[1].item())
 
 
 def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
