@@ -19,7 +19,7 @@ def tiny_params(**overrides) -> dict:
     """The repository's params.yaml with a tiny scene, and `overrides` merged per group."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthesize"].update(TINY_SYNTHESIZE)
-    params["xai"]["samples_per_class"] = 8
+    params["xai"].update(samples_per_class=8, n_steps=8, nt_samples=2, bootstrap=50)
     for key, value in overrides.items():
         if isinstance(value, dict):
             params[key].update(value)

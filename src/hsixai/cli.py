@@ -16,6 +16,7 @@ def _stages() -> dict[str, tuple[str, Callable]]:
     # Imported lazily so `hsixai --help` stays fast.
     from . import evaluate, train
     from .data import prepare, split, synthetic
+    from .xai import attributions, consistency
 
     return {
         "synthesize": ("generate the synthetic PRISMA-like scene into data/synthetic", synthetic.run),
@@ -23,6 +24,9 @@ def _stages() -> dict[str, tuple[str, Callable]]:
         "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", split.run),
         "train": ("train train.instances models for (model, patch_size) -> models/ (torchrun-ready)", train.run),
         "evaluate": ("test-set metrics per instance, classification map -> metrics/evaluate.json", evaluate.run),
+        "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz", attributions.run),
+        "consistency": ("Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
+                        consistency.run),
     }
 
 

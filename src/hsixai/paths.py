@@ -45,6 +45,14 @@ class Paths:
     def split_dir(self) -> Path:
         return self.root / "data" / "split"
 
+    @property
+    def attributions_dir(self) -> Path:
+        return self.root / "data" / "attributions"
+
+    @property
+    def profiles(self) -> Path:
+        return self.attributions_dir / "profiles.npz"
+
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
 

@@ -115,3 +115,66 @@ def classification_map(prediction: np.ndarray, reference: np.ndarray, class_name
                        path: Path, title: str) -> None:
     """The predicted scene next to the test ground truth (-1 = unlabelled, white)."""
     label_maps({title: prediction, "test ground truth": reference}, class_names, path)
+
+
+def attribution_maps(maps: np.ndarray, present: np.ndarray, class_names: Sequence[str], path: Path,
+                     title: str) -> None:
+    """Where in the patch the evidence lies: per class, the positive attribution summed over bands [p, p]."""
+    k = len(class_names)
+    fig, axes = plt.subplots(1, k, figsize=(2.4 * k, 2.8), squeeze=False)
+    for ax, name, attribution, ok in zip(axes[0], class_names, maps, present):
+        ax.set_axis_off()
+        ax.set_title(name, fontsize=9)
+        if not ok:
+            ax.text(0.5, 0.5, "no correctly\nclassified sample", ha="center", va="center", fontsize=8,
+                    transform=ax.transAxes)
+            continue
+        spatial = np.clip(attribution, 0, None).sum(axis=0)
+        ax.imshow(spatial, cmap="magma", interpolation="nearest")
+        centre = spatial.shape[0] // 2
+        ax.plot(centre, centre, marker="+", color="cyan", markersize=10)  # the classified pixel
+    fig.suptitle(f"{title}: positive IG attribution summed over bands", fontsize=10)
+    _save(fig, path)
+
+
+def class_profiles(wavelengths: np.ndarray, mean_profiles: np.ndarray, class_names: Sequence[str],
+                   path: Path, title: str) -> None:
+    """Per class, the mean spectral attribution profile against wavelength, one line per instance.
+
+    mean_profiles [instances, classes, bands]; NaN rows (no usable samples) are skipped.
+    """
+    k = len(class_names)
+    cols = min(k, 3)
+    rows = int(np.ceil(k / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.9 * rows), squeeze=False, sharex=True)
+    for c, (ax, name) in enumerate(zip(axes.ravel(), class_names)):
+        for i, profile in enumerate(mean_profiles[:, c]):
+            if np.isfinite(profile).all():
+                wl, values = with_gaps(wavelengths, profile)
+                ax.plot(wl, values, lw=1.2, label=f"instance {i}")
+        ax.set_title(name, fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[k:]:
+        ax.set_axis_off()
+    axes[0, 0].legend(fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel("wavelength (nm)", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+
+
+def distance_heatmap(distances: np.ndarray, path: Path, title: str) -> None:
+    """A symmetric matrix of distances between instances, with values in the cells."""
+    n = len(distances)
+    fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 1.5))
+    image = ax.imshow(distances, cmap="viridis", vmin=0)
+    for (i, j), value in np.ndenumerate(distances):
+        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
+                color="white" if value < 0.6 * max(distances.max(), 1e-12) else "black")
+    ax.set_xticks(range(n), [f"#{i}" for i in range(n)])
+    ax.set_yticks(range(n), [f"#{i}" for i in range(n)])
+    ax.set_title(title, fontsize=9)
+    fig.colorbar(image, ax=ax, shrink=0.8)
+    _save(fig, path)

@@ -16,7 +16,7 @@ def _hashes(repo, *dirs):
 
 def test_repro_builds_the_pipeline_then_does_nothing(dvc_repo):
     first = run(["dvc", "repro"], dvc_repo).stdout
-    for stage in ("synthesize", "prepare", "split", "train", "evaluate"):
+    for stage in ("synthesize", "prepare", "split", "train", "evaluate", "attribute", "consistency"):
         assert f"Running stage '{stage}'" in first
     cube = np.load(dvc_repo / "data/prepared/cube.npy", mmap_mode="r")
     assert cube.shape == (174, 48, 48)
@@ -26,6 +26,27 @@ def test_repro_builds_the_pipeline_then_does_nothing(dvc_repo):
     assert "Running stage" not in second
     assert "up to date" in second
     assert "up to date" in run(["dvc", "status"], dvc_repo).stdout
+
+
+def _set(repo, group, key, value):
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params[group][key] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _stages_run(output):
+    return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
+
+
+def test_xai_params_rerun_only_the_xai_stages(dvc_repo):
+    run(["dvc", "repro"], dvc_repo)
+    _set(dvc_repo, "xai", "n_steps", 6)
+    assert _stages_run(run(["dvc", "repro"], dvc_repo).stdout) == {"attribute", "consistency"}
+    _set(dvc_repo, "xai", "bootstrap", 40)
+    assert _stages_run(run(["dvc", "repro"], dvc_repo).stdout) == {"consistency"}
+    # A new xAI sample is made by split, but leaves the models alone.
+    _set(dvc_repo, "xai", "samples_per_class", 5)
+    assert _stages_run(run(["dvc", "repro"], dvc_repo).stdout) == {"split", "attribute", "consistency"}
 
 
 def test_changing_split_params_reruns_only_split(dvc_repo):

@@ -20,6 +20,7 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert {("cnn2d", "5"), ("vit", "7")} <= points
     for r in rows:
         assert 0 < float(r["f1_macro_val"]) <= 1 and 0 < float(r["f1_macro"]) <= 1
+        assert 0 <= float(r["consistency_jsdiv"]) <= 1 and 0 <= float(r["consistency_instances"]) <= 1
 
     from mlflow.tracking import MlflowClient
 
@@ -32,11 +33,11 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
     for parent in by_point.values():
-        assert {"f1_macro_val", "f1_macro_test"} <= set(parent.data.metrics)
+        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv", "consistency_instances"} <= set(parent.data.metrics)
         assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
-        assert {c.data.tags["hsixai.stage"] for c in children} == {"train", "evaluate"}
+        assert {c.data.tags["hsixai.stage"] for c in children} == {"train", "evaluate", "attribute", "consistency"}
         train_run = next(c for c in children if c.data.tags["hsixai.stage"] == "train")
         history = client.get_metric_history(train_run.info.run_id, "instance0.f1_macro_val")
         assert [m.step for m in history] == [1, 2]
