@@ -18,15 +18,13 @@ from __future__ import annotations
 import argparse
 import shutil
 import statistics
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import SCRATCH, save, write_params
+from common import default_scene, save
 
 from hsixai.config import load_params
 from hsixai.data.patches import labelled_pixels, load_sampler
@@ -98,15 +96,15 @@ def bench_overhead(paths: Paths, model_name: str, p: int, batch: int, n_batches:
     model = build_model(model_name, sampler.n_bands, 6, p, 15)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)  # a scheduler step costs alike
-    loss_fn = torch.nn.CrossEntropyLoss()
+    weights = torch.ones(6)
     generator = torch.Generator().manual_seed(0)
     prebuilt = [(x.contiguous(), y) for x, y in sampler.batches(centres, labels, batch, torch.Generator().manual_seed(0))]
 
     def ours():
-        train_epoch(model, sampler.batches(centres, labels, batch, generator), optimiser, schedule, loss_fn)
+        train_epoch(model, sampler.batches(centres, labels, batch, generator), optimiser, schedule, weights)
 
     def pure():
-        train_epoch(model, prebuilt, optimiser, schedule, loss_fn)
+        train_epoch(model, prebuilt, optimiser, schedule, weights)
 
     ours(), pure()  # warm-up
     t_ours, t_pure = [], []
@@ -123,11 +121,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repetitions and batches (a smoke run)")
     args = parser.parse_args()
     repeats, n_batches = (2, 4) if args.quick else (5, 12)
-    root = SCRATCH / "train"
-    shutil.rmtree(root, ignore_errors=True)
-    write_params(root, {})  # the default scene
-    for stage in ("synthesize", "prepare", "split"):
-        subprocess.run([sys.executable, "-m", "hsixai.cli", "--no-progress", stage], cwd=root, check=True)
+    root = default_scene("train")
     paths = Paths.at(root)
     batch = load_params(root / "params.yaml").train.batch_size
 

@@ -50,6 +50,18 @@ def write_params(root: Path, overrides: dict) -> None:
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
+def default_scene(name: str) -> Path:
+    """A fresh root under bench/scratch with the default scene synthesized, prepared and split."""
+    import shutil
+
+    root = SCRATCH / name
+    shutil.rmtree(root, ignore_errors=True)
+    write_params(root, {})
+    for stage in ("synthesize", "prepare", "split"):
+        subprocess.run([sys.executable, "-m", "hsixai.cli", "--no-progress", stage], cwd=root, check=True)
+    return root
+
+
 def save(name: str, result: dict) -> Path:
     path = BENCH / f"{name}.json"
     path.write_text(json.dumps({"machine": machine(), **result}, indent=2) + "\n")

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = ["bench_prepare.py", "bench_train.py"]
+BENCHMARKS = ["bench_prepare.py", "bench_train.py", "bench_xai.py"]
 
 if __name__ == "__main__":
     here = Path(__file__).resolve().parent

@@ -37,6 +37,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     test_map = load_npy(paths.prepared_dir / "test_labels.npy", "test labels", ndim=2, kinds="i",
                         shape=(sampler.height, sampler.width))
     test = Split.from_labels(sampler, test_map)
+    if len(test) == 0:
+        raise HsixaiError(f"{paths.prepared_dir / 'test_labels.npy'}: the test mask has no labelled pixels")
     y_true = test.labels.cpu().numpy()
 
     per_instance = []

@@ -7,8 +7,14 @@ from sklearn.metrics import cohen_kappa_score, confusion_matrix, f1_score
 
 
 def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
-    """Macro F1 over all `n_classes` (a class never predicted counts as F1 = 0)."""
-    return float(f1_score(y_true, y_pred, labels=np.arange(n_classes), average="macro", zero_division=0))
+    """Macro F1 over the classes present in `y_true` (a present class never predicted counts as 0).
+
+    Classes absent from the reference have no defined F1 and are left out, as AA leaves them out.
+    """
+    present = np.unique(y_true)
+    if present.size == 0:
+        return float("nan")
+    return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
@@ -24,7 +30,7 @@ def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: in
         "oa": float(np.trace(cm) / max(cm.sum(), 1)),
         "aa": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
         "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
-        "f1_macro": f1_macro(y_true, y_pred, n_classes),
+        "f1_macro": f1_macro(y_true, y_pred, n_classes),  # per-class F1 of absent classes is 0 below
         "f1_per_class": f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0).tolist(),
         "confusion": cm.tolist(),
     }

@@ -165,8 +165,14 @@ def class_profiles(wavelengths: np.ndarray, mean_profiles: np.ndarray, class_nam
     _save(fig, path)
 
 
-def distance_heatmap(distances: np.ndarray, path: Path, title: str) -> None:
-    """A symmetric matrix of distances between instances, with values in the cells."""
+def distance_heatmap(distances: np.ndarray | None, path: Path, title: str) -> None:
+    """A symmetric matrix of distances between instances, with values in the cells (None: a note)."""
+    if distances is None:
+        fig, ax = plt.subplots(figsize=(4, 2))
+        ax.text(0.5, 0.5, "needs at least 2 model instances\nwith common correct samples", ha="center", va="center")
+        ax.set_axis_off()
+        _save(fig, path)
+        return
     n = len(distances)
     fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 1.5))
     image = ax.imshow(distances, cmap="viridis", vmin=0)

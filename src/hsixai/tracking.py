@@ -27,8 +27,17 @@ log = logging.getLogger(__name__)
 PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
 
 
+def tracking_root(paths: Paths) -> Paths:
+    """The repository whose mlflow.db receives the runs.
+
+    `dvc exp run --queue` and `--temp` run stages in a temporary copy under
+    .dvc/tmp/exps that is deleted afterwards; DVC_ROOT names the real repository.
+    """
+    return Paths.at(os.environ["DVC_ROOT"]) if os.environ.get("DVC_ROOT") else paths
+
+
 def tracking_uri(paths: Paths) -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{paths.mlflow_db}"
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{tracking_root(paths).mlflow_db}"
 
 
 def experiment_run_name(params: Params) -> str:
@@ -80,15 +89,35 @@ class StageRun:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
-    def log_metrics(self, values: dict[str, float], step: int | None = None, parent: bool = False) -> None:
+    def log_metrics(self, values: dict[str, float], step: int | None = None, parent: bool = False,
+                    only_parent: bool = False) -> None:
         """Numbers on this run (with `step` for curves) and, with parent=True, on the parent run too."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
         metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
-        self.client.log_batch(self.run_id, metrics=metrics)
+        if not only_parent:
+            self.client.log_batch(self.run_id, metrics=metrics)
         if parent:
             self.client.log_batch(self.parent_id, metrics=metrics)
+
+    def log_experiment_summary(self) -> None:
+        """Copy the experiment's headline numbers from the metrics files onto the parent run.
+
+        The last stage calls this, so a parent run made when only later stages
+        re-ran (e.g. after an xAI params change) still shows every score.
+        """
+        wanted = {"train": {"f1_macro_val": "f1_macro_val"},
+                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test"},
+                  "consistency": {"consistency_jsdiv": "consistency_jsdiv",
+                                  "consistency_instances": "consistency_instances"}}
+        values = {}
+        for stage, keys in wanted.items():
+            path = self.paths.metrics(stage)
+            if path.is_file():
+                metrics = json.loads(path.read_text())
+                values.update({name: metrics[key] for key, name in keys.items() if metrics.get(key) is not None})
+        self.log_metrics(values, parent=True, only_parent=True)
 
     def log_figure(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path="figures")
@@ -139,7 +168,7 @@ def _experiment_id(client: Any, name: str, paths: Paths) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else paths.mlartifacts.as_uri()
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else tracking_root(paths).mlartifacts.as_uri()
     try:
         return client.create_experiment(name, artifact_location=location)
     except Exception:  # created meanwhile by a parallel stage

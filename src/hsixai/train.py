@@ -92,6 +92,8 @@ def init_ranks(device: torch.device) -> Ranks:
     if world == 1:
         return Ranks()
     if not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)  # so NCCL collectives use this rank's GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size())
 
@@ -127,10 +129,10 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.max_lr_factor * cfg.lr,
                                                    total_steps=cfg.epochs * steps_per_epoch)
-    weight = None
+    weights = torch.ones(n_classes)
     if cfg.class_weights:
-        weight = torch.from_numpy(balanced_class_weights(train.labels.cpu().numpy(), n_classes)).float()
-    loss_fn = nn.CrossEntropyLoss(weight=weight.to(sampler.device) if weight is not None else None)
+        weights = torch.from_numpy(balanced_class_weights(train.labels.cpu().numpy(), n_classes)).float()
+    weights = weights.to(sampler.device)
     shuffle = torch.Generator().manual_seed(seed)
 
     best_f1, best_epoch, best_state, history = -1.0, -1, None, []
@@ -140,8 +142,8 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     for epoch in epochs:
         batches = tqdm(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle), total=steps_per_epoch,
                        desc="batches", unit="batch", leave=False, disable=not (progress and ranks.main))
-        loss_sum, seen = train_epoch(net, batches, optimiser, schedule, loss_fn, ranks)
-        record = {"epoch": epoch, "loss": loss_sum / max(seen, 1), "lr": schedule.get_last_lr()[0]}
+        record = {"epoch": epoch, "loss": train_epoch(net, batches, optimiser, schedule, weights, ranks),
+                  "lr": schedule.get_last_lr()[0]}
         if ranks.main:
             pred = predict(model, sampler, dev.centres, cfg.eval_batch_size).argmax(axis=1)
             record["f1_macro_val"] = f1_macro(dev.labels.cpu().numpy(), pred, n_classes)
@@ -155,33 +157,37 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     return InstanceResult(seed, best_state or {}, best_epoch, best_f1, time.perf_counter() - start, history)
 
 
-def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, schedule, loss_fn: nn.Module,
-                ranks: Ranks = Ranks()) -> tuple[float, int]:
-    """One pass over `batches` of (patches, labels); returns (summed loss, samples) over all ranks.
+def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, schedule, weights: torch.Tensor,
+                ranks: Ranks = Ranks()) -> float:
+    """One pass over `batches` of (patches, labels) with class-weighted cross-entropy; the epoch's mean loss.
 
-    Under DDP each rank takes every world-th sample of the global batch.
+    Under DDP each rank takes every world-th sample of the global batch and
+    divides its summed loss by the global batch's weight total (times the world
+    size, which DDP's gradient averaging undoes), so a step equals one process
+    stepping on the whole batch, however the batch divides among ranks.
     """
     net.train()
-    loss_sum = torch.zeros((), dtype=torch.float64)
-    seen = 0
+    device = weights.device
+    totals = torch.zeros(2, dtype=torch.float64, device=device)  # weighted loss sum, weight sum
     for x, y in batches:
+        denominator = weights[y].sum()
         if ranks.world > 1:
             if len(y) < ranks.world:  # every rank needs a share; all ranks skip the same last batch
                 schedule.step()
                 continue
             x, y = x[ranks.rank::ranks.world], y[ranks.rank::ranks.world]
         optimiser.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
-        loss.backward()
+        per_sample = nn.functional.cross_entropy(net(x), y, weight=weights, reduction="none")
+        loss_share = per_sample.sum()
+        (loss_share * ranks.world / denominator).backward()
         optimiser.step()
         schedule.step()
         # Accumulated on the device: no host synchronisation per step.
-        loss_sum = loss_sum.to(loss.device) + loss.detach().double() * len(y)
-        seen += len(y)
-    totals = torch.tensor([float(loss_sum), seen], dtype=torch.float64)
+        totals += torch.stack([loss_share.detach().double(), denominator.double() / ranks.world])
     if ranks.world > 1:  # the epoch's loss over every rank's share, not rank 0's alone
         dist.all_reduce(totals)
-    return totals[0].item(), int(totals[1].item())
+    loss_sum, weight_sum = totals.tolist()
+    return loss_sum / weight_sum if weight_sum else float("nan")
 
 
 def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -208,6 +214,9 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
     train_map, dev_map = load_split_labels(paths, (sampler.height, sampler.width))
     train, dev = Split.from_labels(sampler, train_map), Split.from_labels(sampler, dev_map)
+    for name, split in (("train", train), ("dev", dev)):
+        if len(split) == 0:
+            raise HsixaiError(f"{paths.split_dir / (name + '_labels.npy')}: the {name} split is empty (re-run split)")
     n_classes = len(params.data.class_names)
     bands = np.load(paths.prepared_dir / "bands.npy").tolist()
 
@@ -215,6 +224,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         for i in range(params.train.instances):
             train_instance(params, sampler, train, dev, n_classes, i, ranks, progress=False)
         dist.barrier()  # wait until rank 0 has written the outputs
+        dist.destroy_process_group()
         return {}
 
     with tracking.stage_run("train", params, paths) as mlrun:
@@ -258,6 +268,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         mlrun.log_output(paths.models_dir)
     if ranks.world > 1:
         dist.barrier()
+        dist.destroy_process_group()
     return summary
 
 

@@ -12,7 +12,9 @@ pytestmark = pytest.mark.pipeline
 
 def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     run(["dvc", "exp", "run", "-S", "patch_size=5"], dvc_repo)
-    run(["dvc", "exp", "run", "-S", "model=vit", "-S", "patch_size=7"], dvc_repo)
+    # --temp runs in a temporary copy under .dvc/tmp/exps, as queued experiments do: runs must still
+    # reach the repository's own mlflow.db.
+    run(["dvc", "exp", "run", "--temp", "-S", "model=vit", "-S", "patch_size=7"], dvc_repo)
 
     table = run(["dvc", "exp", "show", "--csv"], dvc_repo).stdout
     rows = [r for r in csv.DictReader(io.StringIO(table)) if r["Experiment"]]
@@ -20,7 +22,11 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert {("cnn2d", "5"), ("vit", "7")} <= points
     for r in rows:
         assert 0 < float(r["f1_macro_val"]) <= 1 and 0 < float(r["f1_macro"]) <= 1
-        assert 0 <= float(r["consistency_jsdiv"]) <= 1 and 0 <= float(r["consistency_instances"]) <= 1
+        assert 0 <= float(r["consistency_jsdiv"]) <= 1
+        # A 2-epoch ViT on the tiny scene may leave no class with 2 samples every instance gets right:
+        # then consistency_instances is null by definition. The CNN always has it.
+        if r["model"] == "cnn2d" or r["consistency_instances"]:
+            assert 0 <= float(r["consistency_instances"]) <= 1
 
     from mlflow.tracking import MlflowClient
 
@@ -33,7 +39,7 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
     for parent in by_point.values():
-        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv", "consistency_instances"} <= set(parent.data.metrics)
+        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv"} <= set(parent.data.metrics)
         assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
@@ -42,3 +48,4 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
         history = client.get_metric_history(train_run.info.run_id, "instance0.f1_macro_val")
         assert [m.step for m in history] == [1, 2]
         assert all(len(c.data.tags["hsixai.commit"]) == 40 for c in children)
+    assert "consistency_instances" in by_point[("cnn2d", "5")].data.metrics

@@ -18,8 +18,9 @@ def test_metrics_on_a_hand_made_case():
     assert m["kappa"] == pytest.approx((po - pe) / (1 - pe))
 
 
-def test_never_predicted_class_counts_as_zero_f1():
-    assert f1_macro(np.array([0, 1, 2]), np.array([0, 1, 1]), 4) == pytest.approx((1 + 2 / 3 + 0 + 0) / 4)
+def test_never_predicted_class_counts_as_zero_f1_and_absent_classes_are_left_out():
+    # class 2 is present but never predicted (F1 0); class 3 is absent from the reference (left out)
+    assert f1_macro(np.array([0, 1, 2]), np.array([0, 1, 1]), 4) == pytest.approx((1 + 2 / 3 + 0) / 3)
 
 
 def test_balanced_class_weights():

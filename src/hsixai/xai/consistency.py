@@ -140,7 +140,7 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
         if len(common) >= 2:
             floor_point.append(_floor(normalised[:, common], rng))
             entry["consistency_instances_floor"] = floor_point[-1]
-        if n_inst >= 2 and len(common) >= 1:
+        if n_inst >= 2 and len(common) >= 2:  # the same classes as the floor
             class_means = normalised[:, common].mean(axis=1)  # [instances, bands]
             inst_point.append(1.0 - float(_mean_pairwise(class_means)))
             entry["consistency_instances"] = inst_point[-1]
@@ -150,7 +150,7 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
             for i, j in itertools.combinations(range(n_inst), 2):
                 pair_distance[i, j] += js_distance(class_means[i], class_means[j])
         elif n_inst >= 2:
-            log.warning("class %s: no sample is classified correctly by every instance; "
+            log.warning("class %s: fewer than 2 samples are classified correctly by every instance; "
                         "left out of consistency_instances", name)
         per_class[name] = entry
 
@@ -217,18 +217,18 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         write_json(out, result)
         plots.class_profiles(data.wavelengths, mean_profiles, data.class_names, figs / "profiles.png",
                              f"{params.model} p={params.patch_size}: mean normalised IG profile per class")
-        if result.get("pairwise_distance"):
-            plots.distance_heatmap(np.array(result["pairwise_distance"]), figs / "instance_distances.png",
-                                   "JS distance between instances' class profiles (mean over classes)")
+        plots.distance_heatmap(np.array(result["pairwise_distance"]) if result.get("pairwise_distance") else None,
+                               figs / "instance_distances.png",
+                               "JS distance between instances' class profiles (mean over classes)")
 
     with tracking.stage_run("consistency", params, paths) as mlrun:
         headline = {k: result[k] for k in ("consistency_jsdiv", "consistency_instances", "consistency_instances_floor")
-                    if result[k] is not None}
+                    if result[k] is not None and np.isfinite(result[k])}
         mlrun.log_metrics(headline)
         for key in ("consistency_jsdiv", "consistency_instances"):
             if result[f"{key}_ci"]:
                 mlrun.log_metrics({f"{key}_ci_low": result[f"{key}_ci"][0], f"{key}_ci_high": result[f"{key}_ci"][1]})
-        mlrun.log_metrics({k: v for k, v in headline.items() if k != "consistency_instances_floor"}, parent=True)
+        mlrun.log_experiment_summary()  # the last stage: every headline number onto the parent run
         for figure in sorted(paths.figures_dir("consistency").glob("*.png")):
             mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("consistency"))
