@@ -115,7 +115,7 @@ class XaiConfig:
     nt_samples: int = 10
     stdevs: float = 0.2
     batch_size: int = 16  # samples per captum call (every class mixed, per-sample targets)
-    internal_batch_size: int = 1024  # model inputs per forward/backward inside IG
+    internal_batch_size: int = 256  # model inputs per forward/backward inside IG (fastest in bench/xai.json)
     bootstrap: int = 250  # replicates for the 95% intervals
 
     def __post_init__(self) -> None:
