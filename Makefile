@@ -21,6 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 run: setup
 	dvc repro
+	dvc metrics show
 
 test: setup
 	$(BIN)/python -m pytest -q

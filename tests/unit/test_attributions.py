@@ -98,3 +98,15 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
         assert 0 <= on_disk[key] <= 1 and len(on_disk[f"{key}_ci"]) == 2
     assert set(on_disk["per_class"]) == set(params.data.class_names)
     assert (paths.figures_dir("consistency") / "profiles.png").is_file()
+
+    # consistency_jsdiv recomputed from profiles.npz with scipy, sample by sample
+    from scipy.spatial.distance import jensenshannon
+
+    uniform = np.full(profiles.shape[2], 1 / profiles.shape[2])
+    per_instance = []
+    for i in range(2):
+        class_means = [np.mean([jensenshannon(profiles[i, s], uniform, base=2)
+                                for s in np.flatnonzero((labels == k) & correct[i])])
+                       for k in range(6) if ((labels == k) & correct[i]).any()]
+        per_instance.append(1 - np.mean(class_means))
+    assert on_disk["consistency_jsdiv"] == pytest.approx(np.mean(per_instance), abs=1e-9)
