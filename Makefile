@@ -19,9 +19,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 	touch $(STAMP)
 
+# The main job: every (model, patch size) of params.yaml's `sweep` as a DVC experiment, then the ranking.
 run: setup
-	dvc repro
-	dvc metrics show
+	hsixai sweep
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -14,7 +14,7 @@ from .paths import Paths
 
 def _stages() -> dict[str, tuple[str, Callable]]:
     # Imported lazily so `hsixai --help` stays fast.
-    from . import evaluate, train
+    from . import evaluate, select, sweep, train
     from .data import prepare, split, synthetic
     from .xai import attributions, consistency
 
@@ -27,6 +27,9 @@ def _stages() -> dict[str, tuple[str, Callable]]:
         "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz", attributions.run),
         "consistency": ("Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
                         consistency.run),
+        "sweep": ("queue and run one DVC experiment per (model, patch size) of params 'sweep', then select",
+                  sweep.run),
+        "select": ("rank the experiments of this commit by consistency -> reports/selection.*", select.run),
     }
 
 
@@ -37,7 +40,10 @@ def build_parser(stages: dict[str, tuple[str, Callable]]) -> argparse.ArgumentPa
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (help_, _) in stages.items():
-        sub.add_parser(name, help=help_)
+        command = sub.add_parser(name, help=help_)
+        if name == "sweep":
+            command.add_argument("-j", "--jobs", type=int, default=None,
+                                 help="parallel queue workers (default: sweep.jobs in params.yaml)")
     return parser
 
 
@@ -49,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.at(args.root)
     try:
         params = load_params(args.params or paths.params)
-        stages[args.command][1](params, paths, progress=not args.no_progress)
+        extra = {"jobs": args.jobs} if args.command == "sweep" else {}
+        stages[args.command][1](params, paths, progress=not args.no_progress, **extra)
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -106,7 +106,7 @@ class XaiConfig:
     size, which the published profile sets to 512 per class.
     """
 
-    samples_per_class: int = 32
+    samples_per_class: int = 16
     n_steps: int = 50
     method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = \
         "gausslegendre"
@@ -164,6 +164,23 @@ MODEL_NAMES = ("cnn2d", "vit")
 
 
 @dataclass(frozen=True)
+class SweepConfig:
+    """`hsixai sweep`: the (model, patch_size) points to run as DVC experiments, and the selection."""
+
+    models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
+    patch_sizes: list[int] = field(default_factory=lambda: [3, 5, 7, 9])
+    jobs: int = 2  # parallel queue workers
+    criterion: Literal["consistency_instances", "consistency_jsdiv", "f1_macro_val"] = "consistency_instances"
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.models if m not in MODEL_NAMES]
+        _check(bool(self.models) and not bad, "sweep.models", f"names from {', '.join(MODEL_NAMES)}", self.models)
+        bad_p = [p for p in self.patch_sizes if p < 3 or p % 2 == 0]
+        _check(bool(self.patch_sizes) and not bad_p, "sweep.patch_sizes", "odd integers >= 3", self.patch_sizes)
+        _check(self.jobs >= 1, "sweep.jobs", "a positive integer", self.jobs)
+
+
+@dataclass(frozen=True)
 class Params:
     seed: int = 0
     model: Literal["cnn2d", "vit"] = "cnn2d"
@@ -174,6 +191,7 @@ class Params:
     xai: XaiConfig = field(default_factory=XaiConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "a non-negative integer", self.seed)

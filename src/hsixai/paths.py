@@ -70,6 +70,11 @@ class Paths:
     def metrics(self, stage: str) -> Path:
         return self.metrics_dir / f"{stage}.json"
 
+    @property
+    def bootstrap_replicates(self) -> Path:
+        """The consistency scores' bootstrap replicates, paired across experiments (read by select)."""
+        return self.metrics_dir / "consistency_bootstrap.json"
+
     def plots_dir(self, stage: str) -> Path:
         return self.root / "plots" / stage
 

@@ -184,3 +184,34 @@ def distance_heatmap(distances: np.ndarray | None, path: Path, title: str) -> No
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, shrink=0.8)
     _save(fig, path)
+
+
+def selection(report: dict, path: Path) -> None:
+    """Per group: F1 (validation, test) and the consistency scores (95% CIs) against x, on twin axes."""
+    groups = report["groups"]
+    x_key = report["x"]
+    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 4.2), squeeze=False)
+    for ax, (label, g) in zip(axes[0], groups.items()):
+        rows = g["rows"]
+        xs = np.array([r[x_key] for r in rows], dtype=float)
+        ax.plot(xs, [r["f1_macro_val"] for r in rows], "o-", color="#1f77b4", label="F1 validation")
+        ax.plot(xs, [r["f1_macro_test"] for r in rows], "s-", color="#2ca02c", label="F1 test")
+        ax.set(xlabel=x_key, ylabel="macro F1", title=label)
+        ax.grid(alpha=0.3)
+        right = ax.twinx()
+        for key, colour, marker in (("consistency_jsdiv", "#d62728", "^"), ("consistency_instances", "#9467bd", "D")):
+            values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
+            ci = np.array([r[f"{key}_ci"] or [np.nan, np.nan] for r in rows], dtype=float)
+            err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
+            right.errorbar(xs, values, yerr=np.nan_to_num(err), fmt=marker + "--", color=colour, capsize=3,
+                           label=key)
+        right.set_ylabel("consistency (1 - JS distance)")
+        selected = g["recommended"].get(x_key)
+        if selected is not None:
+            ax.axvline(selected, color="#9467bd", lw=2, alpha=0.5, label=f"selected ({report['criterion']})")
+        ax.axvline(g["best_test_f1"], color="#2ca02c", ls=":", lw=2, label="best test F1")
+        handles = ax.get_legend_handles_labels()
+        more = right.get_legend_handles_labels()
+        ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+    fig.tight_layout()
+    _save(fig, path)

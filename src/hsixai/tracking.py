@@ -134,6 +134,15 @@ class StageRun:
         log.debug("referenced %d files of %s", len(files), rel)
 
 
+def client(paths: Paths) -> Any:
+    """An MlflowClient on the project's tracking URI, with MLflow's INFO chatter silenced."""
+    from mlflow.tracking import MlflowClient
+
+    for noisy in ("alembic", "mlflow"):  # importing mlflow sets its own INFO level; reset it afterwards
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri(paths))
+
+
 @contextlib.contextmanager
 def stage_run(stage: str, params: Params, paths: Paths) -> Iterator[StageRun]:
     """A child run for `stage` under the parent run of this DVC experiment, created if needed.
@@ -141,30 +150,26 @@ def stage_run(stage: str, params: Params, paths: Paths) -> Iterator[StageRun]:
     The parent is identified by the experiment name, the git commit and a hash
     of all params, so re-running after a params change never mixes two points.
     """
-    for noisy in ("alembic", "mlflow"):  # schema migrations and store set-up print INFO lines
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri(paths))
-    experiment_id = _experiment_id(client, params.tracking.experiment, paths)
+    mlflow_client = client(paths)
+    exp_id = experiment_id(mlflow_client, params.tracking.experiment, paths)
     name = experiment_run_name(params)
     commit = git_commit(paths.root)
     flat = flat_params(params)
     params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
     tags = {"hsixai.experiment": name, "hsixai.commit": commit, "hsixai.params_hash": params_hash}
-    parent_id = _parent_run(client, experiment_id, name, tags, flat)
-    child = client.create_run(experiment_id, run_name=stage,
-                              tags={**tags, PARENT_RUN_ID: parent_id, "hsixai.role": "stage", "hsixai.stage": stage})
-    run = StageRun(client, child.info.run_id, parent_id, paths)
+    parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat)
+    child = mlflow_client.create_run(exp_id, run_name=stage, tags={**tags, PARENT_RUN_ID: parent_id,
+                                                                  "hsixai.role": "stage", "hsixai.stage": stage})
+    run = StageRun(mlflow_client, child.info.run_id, parent_id, paths)
     try:
         yield run
     except BaseException:
-        client.set_terminated(run.run_id, "FAILED")
+        mlflow_client.set_terminated(run.run_id, "FAILED")
         raise
-    client.set_terminated(run.run_id, "FINISHED")
+    mlflow_client.set_terminated(run.run_id, "FINISHED")
 
 
-def _experiment_id(client: Any, name: str, paths: Paths) -> str:
+def experiment_id(client: Any, name: str, paths: Paths) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id

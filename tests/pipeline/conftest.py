@@ -15,12 +15,19 @@ from ..conftest import REPO, TINY_TRAIN, tiny_params, write_params
 BIN = Path(sys.executable).parent
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # test the default backend
-    env = {**env, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-           # A fixed identity for the test repository's own commits; the user's git config is untouched.
-           "GIT_AUTHOR_NAME": "hsixai tests", "GIT_AUTHOR_EMAIL": "tests@hsixai.invalid",
-           "GIT_COMMITTER_NAME": "hsixai tests", "GIT_COMMITTER_EMAIL": "tests@hsixai.invalid"}
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`cmd` in `cwd` with the venv first on PATH; `env` entries override (None removes a variable)."""
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # test the default backend
+    base = {**base, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
+            # A fixed identity for the test repository's own commits; the user's git config is untouched.
+            "GIT_AUTHOR_NAME": "hsixai tests", "GIT_AUTHOR_EMAIL": "tests@hsixai.invalid",
+            "GIT_COMMITTER_NAME": "hsixai tests", "GIT_COMMITTER_EMAIL": "tests@hsixai.invalid"}
+    for key, value in (env or {}).items():
+        if value is None:
+            base.pop(key, None)
+        else:
+            base[key] = value
+    env = base
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

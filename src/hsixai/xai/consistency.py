@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,7 +104,7 @@ class Profiles:
 
 def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
     """Both consistency scores with bootstrap intervals, the floor, and per-class details."""
-    rng = np.random.default_rng(seed)
+    floor_rng = np.random.default_rng([seed, 1])
     n_inst = data.profiles.shape[0]
     names = data.class_names
     normalised, nonzero = normalise(data.profiles)
@@ -123,7 +124,10 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
         use = usable[:, members].astype(float)  # [instances, n_k]
         n_use = use.sum(axis=1)
         entry = {"samples": len(members), "usable_per_instance": n_use.astype(int).tolist()}
-        counts = _resample_counts(rng, replicates, len(members)) if len(members) else np.zeros((replicates, 0))
+        # One resampling of the class's samples per class and seed, shared by both scores: every
+        # experiment on the same xAI sample draws the same replicates, so differences between
+        # experiments can be bootstrapped pairwise (hsixai select).
+        counts = _resample_counts(np.random.default_rng([seed, 0, k]), replicates, len(members))
         with np.errstate(invalid="ignore", divide="ignore"):
             jsdiv_point[:, k] = (use * to_uniform[:, members]).sum(axis=1) / n_use
             boot = (counts @ (use * to_uniform[:, members]).T) / (counts @ use.T)  # [replicates, instances]
@@ -138,14 +142,16 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
         common = members[usable[:, members].all(axis=0)]
         entry["common"] = len(common)
         if len(common) >= 2:
-            floor_point.append(_floor(normalised[:, common], rng))
+            floor_point.append(_floor(normalised[:, common], floor_rng))
             entry["consistency_instances_floor"] = floor_point[-1]
         if n_inst >= 2 and len(common) >= 2:  # the same classes as the floor
             class_means = normalised[:, common].mean(axis=1)  # [instances, bands]
             inst_point.append(1.0 - float(_mean_pairwise(class_means)))
             entry["consistency_instances"] = inst_point[-1]
-            c = _resample_counts(rng, replicates, len(common))
-            boot_means = np.einsum("rn,inb->rib", c, normalised[:, common]) / len(common)
+            in_common = usable[:, members].all(axis=0).astype(float)  # [n_k]
+            drawn = counts * in_common  # a replicate's common samples, with multiplicity
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boot_means = np.einsum("rn,inb->rib", drawn, normalised[:, members]) / drawn.sum(axis=1)[:, None, None]
             inst_boot.append(1.0 - _mean_pairwise(boot_means))
             for i, j in itertools.combinations(range(n_inst), 2):
                 pair_distance[i, j] += js_distance(class_means[i], class_means[j])
@@ -155,11 +161,13 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
         per_class[name] = entry
 
     jsdiv_by_instance = 1.0 - np.nanmean(jsdiv_point, axis=1)  # classes without samples left out
-    with np.errstate(invalid="ignore"):
+    with warnings.catch_warnings():  # a class with no usable sample in a replicate is left out of it
+        warnings.simplefilter("ignore", RuntimeWarning)
         jsdiv_replicates = 1.0 - np.nanmean(np.stack(jsdiv_boot, axis=2), axis=2)  # [replicates, instances]
     result = {
         "consistency_jsdiv": float(np.nanmean(jsdiv_by_instance)),
         "consistency_jsdiv_ci": _interval(np.nanmean(jsdiv_replicates, axis=1)),
+        "_replicates_jsdiv": np.nanmean(jsdiv_replicates, axis=1),
         "consistency_jsdiv_per_instance": jsdiv_by_instance.tolist(),
         "consistency_instances": None,
         "consistency_instances_ci": None,
@@ -173,7 +181,11 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
         log.warning("consistency_instances needs at least 2 model instances; train.instances gave %d", n_inst)
     elif inst_point:
         result["consistency_instances"] = float(np.mean(inst_point))
-        result["consistency_instances_ci"] = _interval(np.mean(np.stack(inst_boot, axis=1), axis=1))
+        with warnings.catch_warnings():  # a replicate may draw no common sample of a class
+            warnings.simplefilter("ignore", RuntimeWarning)
+            inst_replicates = np.nanmean(np.stack(inst_boot, axis=1), axis=1)
+        result["consistency_instances_ci"] = _interval(inst_replicates)
+        result["_replicates_instances"] = inst_replicates
         n_pairs_classes = max(len(inst_point), 1)
         result["pairwise_distance"] = (np.triu(pair_distance, 1) + np.triu(pair_distance, 1).T) / n_pairs_classes
         result["pairwise_distance"] = result["pairwise_distance"].tolist()
@@ -213,8 +225,12 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         raise HsixaiError(f"{paths.profiles}: class names {data.class_names} differ from data.class_names")
     result = scores(data, params.xai.bootstrap, params.seed)
     mean_profiles = result.pop("_mean_profiles")
-    with staged_outputs(paths.figures_dir("consistency"), files=(paths.metrics("consistency"),)) as (figs, out):
+    replicates = {key: result.pop(f"_replicates_{key}", np.array([])).tolist() for key in ("jsdiv", "instances")}
+    replicates = {f"consistency_{key}": values for key, values in replicates.items()}
+    with staged_outputs(paths.figures_dir("consistency"),
+                        files=(paths.metrics("consistency"), paths.bootstrap_replicates)) as (figs, out, boot):
         write_json(out, result)
+        write_json(boot, {"seed": params.seed, "replicates": params.xai.bootstrap, **replicates})
         plots.class_profiles(data.wavelengths, mean_profiles, data.class_names, figs / "profiles.png",
                              f"{params.model} p={params.patch_size}: mean normalised IG profile per class")
         plots.distance_heatmap(np.array(result["pairwise_distance"]) if result.get("pairwise_distance") else None,

@@ -1,0 +1,170 @@
+"""`hsixai sweep`: one queued DVC experiment per (model, patch_size), run in parallel, then `select`.
+
+Several queue workers write runs at the same time, which SQLite alone does not
+take; the sweep therefore serves the project's SQLite backend through a local
+MLflow server on 127.0.0.1 for as long as the queue runs, and every worker
+logs through it. DVC experiments are git commits: where git has no identity,
+the sweep gives DVC one through environment variables, never through the
+user's git config.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from itertools import product
+from pathlib import Path
+from typing import Iterator
+
+from . import select, tracking
+from .config import Params
+from .errors import HsixaiError
+from .paths import Paths
+
+log = logging.getLogger(__name__)
+POLL_S = 5
+
+
+def git_identity_env(root: Path) -> dict[str, str]:
+    """GIT_AUTHOR_*/GIT_COMMITTER_* for DVC's experiment commits when git has no identity configured."""
+    def configured(key: str) -> bool:
+        out = subprocess.run(["git", "config", key], cwd=root, capture_output=True, text=True)
+        return bool(out.stdout.strip())
+
+    if configured("user.name") and configured("user.email"):
+        return {}
+    log.warning("git has no user identity here: DVC experiments are committed as 'hsixai sweep'")
+    identity = {"NAME": "hsixai sweep", "EMAIL": "hsixai-sweep@localhost"}
+    return {f"GIT_{who}_{what}": value for who in ("AUTHOR", "COMMITTER") for what, value in identity.items()}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
+    """A local MLflow server over the project's SQLite backend; yields its URI (127.0.0.1 only)."""
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        yield os.environ["MLFLOW_TRACKING_URI"]  # the user runs a server already
+        return
+    # Created here, not through the server, so its artifacts stay plain files under mlartifacts/
+    # that clients of the SQLite backend (select, make ui) can read too.
+    tracking.experiment_id(tracking.client(paths), experiment, paths)
+    root = tracking.tracking_root(paths)
+    port = _free_port()
+    log_path = root.root / ".mlflow-server.log"
+    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{root.mlflow_db}",
+           "--artifacts-destination", str(root.mlartifacts), "--workers", "1"]
+    with open(log_path, "w") as log_file:
+        server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise HsixaiError(f"the MLflow server did not start (see {log_path})")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+
+
+def _dvc(args: list[str], root: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
+    proc = subprocess.run(["dvc", *args], cwd=root, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise HsixaiError(f"dvc {' '.join(args)} failed: {(proc.stderr or proc.stdout).strip()[-2000:]}")
+    return proc
+
+
+def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str, str]:
+    """Experiment name -> its status in `dvc queue status` (Queued, Running, Success, Failed)."""
+    states = {}
+    for line in _dvc(["queue", "status"], root, env).stdout.splitlines():
+        words = line.split()
+        for name in names:
+            if name in words and words[-1] in ("Queued", "Running", "Success", "Failed"):
+                states[name] = words[-1]
+    return states
+
+
+def points(params: Params) -> list[tuple[str, int]]:
+    return list(product(params.sweep.models, params.sweep.patch_sizes))
+
+
+def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None) -> dict:
+    """Queue the missing points, run the queue, wait, report failures, then select."""
+    root = paths.root
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+           **git_identity_env(root)}
+    jobs = jobs or params.sweep.jobs
+    # Parallel workers share the cores: more threads per worker than that only thrash.
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    env.setdefault("OMP_NUM_THREADS", threads)
+    env.setdefault("MKL_NUM_THREADS", threads)
+    done = select.completed_points(paths, env)
+    todo = [pt for pt in points(params) if pt not in done]
+    print(f"sweep: {len(points(params))} points, {len(points(params)) - len(todo)} already done, "
+          f"{len(todo)} to run with {jobs} worker(s)", flush=True)
+    failed: dict[str, str] = {}
+    if todo:
+        with mlflow_server(paths, params.tracking.experiment) as uri:
+            env["MLFLOW_TRACKING_URI"] = uri
+            names = []
+            for model, patch in todo:
+                name = f"{model}-p{patch}-{int(time.time()) % 100000}"
+                _dvc(["exp", "run", "--queue", "--name", name, "-S", f"model={model}", "-S", f"patch_size={patch}"],
+                     root, env)
+                names.append(name)
+            _dvc(["queue", "start", "-j", str(jobs)], root, env)
+            failed = _wait(names, root, env, progress)
+            _dvc(["queue", "stop", "--kill"], root, env, check=False)
+    for name, logs in failed.items():
+        print(f"sweep: experiment {name} FAILED; the end of its log:\n{logs}", file=sys.stderr)
+    report = select.run(params, paths, progress, env=env)
+    if failed:
+        raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
+    return report
+
+
+def _wait(names: list[str], root: Path, env: dict[str, str], progress: bool) -> dict[str, str]:
+    """Poll the queue until every experiment in `names` has finished; returns failed ones with their logs."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(names), desc="sweep: experiments", unit="exp", disable=not progress)
+    finished: dict[str, str] = {}
+    while len(finished) < len(names):
+        time.sleep(POLL_S)
+        states = _queue_states(names, root, env)
+        for name in names:
+            if name not in finished and states.get(name) in ("Success", "Failed"):
+                finished[name] = states[name]
+                bar.update(1)
+                bar.set_postfix_str(f"{name}: {states[name]}")
+    bar.close()
+    failed = {}
+    for name, state in finished.items():
+        if state == "Failed":
+            logs = _dvc(["queue", "logs", name], root, env, check=False)
+            failed[name] = "\n".join((logs.stdout + logs.stderr).strip().splitlines()[-40:])
+    return failed
+

@@ -1,0 +1,49 @@
+"""`hsixai sweep`: queued DVC experiments on 2 parallel workers, every run in MLflow, then `select`."""
+
+import json
+import os
+
+import pytest
+import yaml
+
+from .conftest import run
+
+pytestmark = pytest.mark.pipeline
+
+
+def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
+    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
+    params["sweep"].update(models=["cnn2d"], patch_sizes=[3, 5, 7], jobs=2)
+    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    run(["git", "commit", "-qam", "a three-point sweep"], dvc_repo)
+    # A user with no git identity and an empty home: the sweep must cope without touching git config.
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"HOME": str(home), "GIT_AUTHOR_NAME": None, "GIT_AUTHOR_EMAIL": None,
+           "GIT_COMMITTER_NAME": None, "GIT_COMMITTER_EMAIL": None}
+    out = run(["hsixai", "--no-progress", "sweep"], dvc_repo, env=env)
+    assert "3 to run with 2 worker(s)" in out.stdout
+    assert not (home / ".gitconfig").exists()
+
+    report = json.loads((dvc_repo / "reports/selection.json").read_text())
+    assert (dvc_repo / "reports/selection.png").stat().st_size > 10_000
+    assert "Recommended patch_size" in (dvc_repo / "reports/selection.md").read_text()
+    group = report["groups"]["all"]
+    assert [r["patch_size"] for r in group["rows"]] == [3, 5, 7]
+    assert group["recommended"]["patch_size"] in (3, 5, 7)
+    for row in group["rows"]:
+        assert 0 <= row["consistency_jsdiv"] <= 1 and len(row["consistency_jsdiv_ci"]) == 2
+    assert set(group["criteria_checks"]) == {"consistency_instances", "consistency_jsdiv", "f1_macro_val"}
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{dvc_repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("hsixai")
+    parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'experiment'")
+    assert sorted(int(p.data.params["patch_size"]) for p in parents) == [3, 5, 7]
+    for parent in parents:
+        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv"} <= set(parent.data.metrics)
+    assert client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'selection'")
+
+    again = run(["hsixai", "--no-progress", "sweep"], dvc_repo, env=env)
+    assert "3 already done, 0 to run" in again.stdout
