@@ -44,6 +44,9 @@ def build_parser(stages: dict[str, tuple[str, Callable]]) -> argparse.ArgumentPa
         if name == "sweep":
             command.add_argument("-j", "--jobs", type=int, default=None,
                                  help="parallel queue workers (default: sweep.jobs in params.yaml)")
+            command.add_argument("--published", action="store_true",
+                                 help="the published profile: patch sizes 5-21, 30 epochs, batch 256 (cnn2d) "
+                                      "or 8 (vit), 512 xAI samples per class (hours on a CPU)")
     return parser
 
 
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     paths = Paths.at(args.root)
     try:
         params = load_params(args.params or paths.params)
-        extra = {"jobs": args.jobs} if args.command == "sweep" else {}
+        extra = {"jobs": args.jobs, "published": args.published} if args.command == "sweep" else {}
         stages[args.command][1](params, paths, progress=not args.no_progress, **extra)
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)

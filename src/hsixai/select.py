@@ -92,19 +92,10 @@ def experiments(paths: Paths, env: dict | None = None) -> list[Experiment]:
     return sorted(found, key=lambda e: e.timestamp)
 
 
-def completed_points(paths: Paths, env: dict | None = None) -> set[tuple[str, int]]:
-    """(model, patch_size) of completed experiments whose other params equal the workspace's."""
-    from .config import load_params
-    from .tracking import flat_params
-
-    current = {k: v for k, v in flat_params(load_params(paths.params)).items()
-               if k not in ("model", "patch_size") and not k.startswith("sweep.")}
-    done = set()
-    for e in experiments(paths, env):
-        same = all(_same(e.params.get(k), v) for k, v in current.items())
-        if same:
-            done.add((e.params["model"], int(e.params["patch_size"])))
-    return done
+def has_experiment(exps: list[Experiment], wanted: dict) -> bool:
+    """Whether a completed experiment has exactly the flat params `wanted` (the sweep group aside)."""
+    return any(all(_same(e.params.get(k), v) for k, v in wanted.items() if not k.startswith("sweep."))
+               for e in exps)
 
 
 def _same(a, b) -> bool:

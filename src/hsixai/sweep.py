@@ -107,11 +107,24 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
     return states
 
 
-def points(params: Params) -> list[tuple[str, int]]:
-    return list(product(params.sweep.models, params.sweep.patch_sizes))
+# The profile of the published experiments (README, "Published profile").
+PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
+PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}
 
 
-def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None) -> dict:
+def points(params: Params, published: bool = False) -> list[tuple[str, int, dict]]:
+    """(model, patch_size, extra params set on that experiment) for every point of the sweep."""
+    sizes = PUBLISHED_PATCH_SIZES if published else params.sweep.patch_sizes
+    out = []
+    for model, patch in product(params.sweep.models, sizes):
+        extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
+                 "xai.samples_per_class": 512} if published else {}
+        out.append((model, patch, extra))
+    return out
+
+
+def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None,
+        published: bool = False) -> dict:
     """Queue the missing points, run the queue, wait, report failures, then select."""
     root = paths.root
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -121,19 +134,22 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env.setdefault("OMP_NUM_THREADS", threads)
     env.setdefault("MKL_NUM_THREADS", threads)
-    done = select.completed_points(paths, env)
-    todo = [pt for pt in points(params) if pt not in done]
-    print(f"sweep: {len(points(params))} points, {len(points(params)) - len(todo)} already done, "
+    everything = points(params, published)
+    existing = select.experiments(paths, env)
+    current = tracking.flat_params(params)
+    todo = [(m, p, extra) for m, p, extra in everything
+            if not select.has_experiment(existing, {**current, "model": m, "patch_size": p, **extra})]
+    print(f"sweep: {len(everything)} points, {len(everything) - len(todo)} already done, "
           f"{len(todo)} to run with {jobs} worker(s)", flush=True)
     failed: dict[str, str] = {}
     if todo:
         with mlflow_server(paths, params.tracking.experiment) as uri:
             env["MLFLOW_TRACKING_URI"] = uri
             names = []
-            for model, patch in todo:
+            for model, patch, extra in todo:
                 name = f"{model}-p{patch}-{int(time.time()) % 100000}"
-                _dvc(["exp", "run", "--queue", "--name", name, "-S", f"model={model}", "-S", f"patch_size={patch}"],
-                     root, env)
+                settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
+                _dvc(["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s))], root, env)
                 names.append(name)
             _dvc(["queue", "start", "-j", str(jobs)], root, env)
             failed = _wait(names, root, env, progress)

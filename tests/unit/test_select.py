@@ -49,3 +49,23 @@ def test_paired_bootstrap_tie():
     c = _exp(9, reps={"consistency_instances": (shared + rng.normal(0.01, 0.02, 250)).tolist()})
     assert paired_tie(a, c, "consistency_instances")["tied"] is True
     assert paired_tie(_exp(5, val=0.8), _exp(7, val=0.795), "f1_macro_val")["tied"] is True
+
+
+def test_has_experiment_matches_all_params_but_the_sweep_group():
+    from hsixai.select import has_experiment
+
+    exps = [_exp(5)]
+    assert has_experiment(exps, {"model": "cnn2d", "patch_size": 5, "seed": 0, "sweep.jobs": 4})
+    assert not has_experiment(exps, {"model": "cnn2d", "patch_size": 7, "seed": 0})
+    assert not has_experiment(exps, {"model": "cnn2d", "patch_size": 5, "seed": 1})
+
+
+def test_published_points_set_the_published_profile():
+    from hsixai.config import params_from_dict
+    from hsixai.sweep import points
+
+    published = points(params_from_dict({}), published=True)
+    assert len(published) == 2 * 9 and {p for _, p, _ in published} == set(range(5, 22, 2))
+    assert all(extra["train.epochs"] == 30 and extra["xai.samples_per_class"] == 512 for _, _, extra in published)
+    assert {m: extra["train.batch_size"] for m, _, extra in published} == {"cnn2d": 256, "vit": 8}
+    assert all(extra == {} for _, _, extra in points(params_from_dict({})))
