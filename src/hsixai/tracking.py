@@ -22,7 +22,6 @@ from typing import Any, Iterator
 from .config import Params
 from .paths import Paths
 
-log = logging.getLogger(__name__)
 
 PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
 
@@ -127,11 +126,9 @@ class StageRun:
 
     def log_output(self, path: Path) -> None:
         """Reference a DVC output by path and md5 (large outputs are not copied into MLflow)."""
-        rel = path.relative_to(self.paths.root)
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
             self.client.set_tag(self.run_id, f"output.{f.relative_to(self.paths.root)}", file_md5(f))
-        log.debug("referenced %d files of %s", len(files), rel)
 
 
 def client(paths: Paths) -> Any:
@@ -157,7 +154,7 @@ def stage_run(stage: str, params: Params, paths: Paths) -> Iterator[StageRun]:
     flat = flat_params(params)
     params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
     tags = {"hsixai.experiment": name, "hsixai.commit": commit, "hsixai.params_hash": params_hash}
-    parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat)
+    parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat, paths)
     child = mlflow_client.create_run(exp_id, run_name=stage, tags={**tags, PARENT_RUN_ID: parent_id,
                                                                   "hsixai.role": "stage", "hsixai.stage": stage})
     run = StageRun(mlflow_client, child.info.run_id, parent_id, paths)
@@ -183,13 +180,13 @@ def experiment_id(client: Any, name: str, paths: Paths) -> str:
         return experiment.experiment_id
 
 
-def _parent_run(client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any]) -> str:
+def _parent_run(client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any],
+                paths: Paths) -> str:
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and tags.`hsixai.role` = 'experiment'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:
         return found[0].info.run_id
     parent = client.create_run(experiment_id, run_name=name, tags={**tags, "hsixai.role": "experiment"})
-    run = StageRun(client, parent.info.run_id, parent.info.run_id, None)  # type: ignore[arg-type]
-    run.log_params(flat)
+    StageRun(client, parent.info.run_id, parent.info.run_id, paths).log_params(flat)
     client.set_terminated(parent.info.run_id, "FINISHED")
     return parent.info.run_id

@@ -164,10 +164,11 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0) -> dict:
     with warnings.catch_warnings():  # a class with no usable sample in a replicate is left out of it
         warnings.simplefilter("ignore", RuntimeWarning)
         jsdiv_replicates = 1.0 - np.nanmean(np.stack(jsdiv_boot, axis=2), axis=2)  # [replicates, instances]
+        jsdiv_replicates = np.nanmean(jsdiv_replicates, axis=1)  # [replicates]
     result = {
         "consistency_jsdiv": float(np.nanmean(jsdiv_by_instance)),
-        "consistency_jsdiv_ci": _interval(np.nanmean(jsdiv_replicates, axis=1)),
-        "_replicates_jsdiv": np.nanmean(jsdiv_replicates, axis=1),
+        "consistency_jsdiv_ci": _interval(jsdiv_replicates),
+        "_replicates_jsdiv": jsdiv_replicates,
         "consistency_jsdiv_per_instance": jsdiv_by_instance.tolist(),
         "consistency_instances": None,
         "consistency_instances_ci": None,
