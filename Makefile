@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run test bench ui clean-venv
+.PHONY: setup run adapt test bench ui push pull clean-venv
 
 setup: $(STAMP)
 
@@ -23,15 +23,31 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	hsixai sweep
 
+# Domain adaptation: source-only, few-label fine-tuning and the adversarial arms, on the target scene.
+adapt: setup
+	dvc repro adapt_evaluate
+
 test: setup
 	$(BIN)/python -m pytest -q
 
-# The MLflow UI on this machine only, over the project's absolute SQLite backend.
+# The MLflow UI on this machine only, over the project's absolute SQLite backend. Plain `=`, not `?=`:
+# only the command line (`make ui HOST=0.0.0.0`) opens it to the network, never a stray HOST variable.
+HOST = 127.0.0.1
+PORT = 5000
 ui: setup
-	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
 
+# Raw data (`dvc add`-ed .dvc files) and every stage output of dvc.lock, to or from the default DVC remote.
+push: setup
+	dvc push
+
+pull: setup
+	dvc pull
+
+# Every bench/bench_*.py -> bench/results.{json,md} and docs/bench_*.png; `make bench BENCH_ARGS="--device cuda"`
+# on a GPU machine writes bench/results_cuda.* instead (see bench/run.py --help).
 bench: setup
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

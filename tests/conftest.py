@@ -14,12 +14,18 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_SYNTHESIZE = {"height": 48, "width": 48, "bands": 234, "subpixels": 3, "min_parcel": 3, "max_parcel": 10,
                    "labelled_fraction": 0.9, "test_fraction": 0.5}
 
+# Domain adaptation in seconds: a tiny target, whole-scene steps, two seeds, two iterations.
+TINY_TARGET = {"height": 40, "width": 40}
+TINY_ADAPT = {"target_labels_per_class": 3, "tile": 0, "seeds": 2, "pretrain_steps": 10, "pretrain_patience": 10,
+              "iterations": 2, "d_steps": 2, "t_steps": 2, "device": "cpu"}
+
 
 def tiny_params(**overrides) -> dict:
     """The repository's params.yaml with a tiny scene, and `overrides` merged per group."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthesize"].update(TINY_SYNTHESIZE)
     params["xai"].update(samples_per_class=8, n_steps=8, nt_samples=2, bootstrap=50)
+    params["adapt"] = {**params["adapt"], **TINY_ADAPT, "synthetic": {**params["adapt"]["synthetic"], **TINY_TARGET}}
     for key, value in overrides.items():
         if isinstance(value, dict):
             params[key].update(value)

@@ -3,43 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
-from typing import Callable
 
 from .config import load_params
 from .errors import HsixaiError
 from .paths import Paths
 
+# name -> (help, "module:function"). Only the chosen command's module is imported: importing every
+# stage (torch, captum, mlflow) cost each `hsixai` call ~3.7 s and ~400 MB before any work.
+STAGES: dict[str, tuple[str, str]] = {
+    "synthesize": ("generate the synthetic PRISMA-like scene into data/synthetic", "data.synthetic:run"),
+    "prepare": ("remove bands, min-max scale, 0-based labels -> data/prepared", "data.prepare:run"),
+    "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", "data.split:run"),
+    "train": ("train train.instances models for (model, patch_size) -> models/ (torchrun-ready)", "train:run"),
+    "evaluate": ("test-set metrics per instance, classification map -> metrics/evaluate.json", "evaluate:run"),
+    "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz",
+                  "xai.attributions:run"),
+    "consistency": ("Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
+                    "xai.consistency:run"),
+    "adapt_synthesize": ("synthesize the target acquisition for domain adaptation -> data/adapt/target_synthetic",
+                         "data.synthetic:run_target"),
+    "adapt_prepare": ("source and target raw scenes, scaled alike, few target labels -> data/adapt/prepared",
+                      "adapt.data:run"),
+    "adapt_pretrain": ("source segmenters, one per seed -> data/adapt/source_models", "adapt.pretrain:run"),
+    "adapt": ("adversarial adaptation, every ablation arm and seed -> data/adapt/target_models",
+              "adapt.adversarial:run"),
+    "adapt_evaluate": ("the ablation on the target test mask -> metrics/adapt.json, figures/adapt/maps.png",
+                       "adapt.evaluate:run"),
+    "sweep": ("queue and run one DVC experiment per (model, patch size) of params 'sweep', then select",
+              "sweep:run"),
+    "select": ("rank the experiments of this commit by consistency -> reports/selection.*", "select:run"),
+}
 
-def _stages() -> dict[str, tuple[str, Callable]]:
-    # Imported lazily so `hsixai --help` stays fast.
-    from . import evaluate, select, sweep, train
-    from .data import prepare, split, synthetic
-    from .xai import attributions, consistency
 
-    return {
-        "synthesize": ("generate the synthetic PRISMA-like scene into data/synthetic", synthetic.run),
-        "prepare": ("remove bands, min-max scale, 0-based labels -> data/prepared", prepare.run),
-        "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", split.run),
-        "train": ("train train.instances models for (model, patch_size) -> models/ (torchrun-ready)", train.run),
-        "evaluate": ("test-set metrics per instance, classification map -> metrics/evaluate.json", evaluate.run),
-        "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz", attributions.run),
-        "consistency": ("Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
-                        consistency.run),
-        "sweep": ("queue and run one DVC experiment per (model, patch size) of params 'sweep', then select",
-                  sweep.run),
-        "select": ("rank the experiments of this commit by consistency -> reports/selection.*", select.run),
-    }
+def _stage_function(name: str):
+    module, function = STAGES[name][1].split(":")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), function)
 
 
-def build_parser(stages: dict[str, tuple[str, Callable]]) -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="hsixai", description=__doc__)
     parser.add_argument("--root", default=None, help="repository root (default: the current directory)")
     parser.add_argument("--params", default=None, help="params file (default: <root>/params.yaml)")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, (help_, _) in stages.items():
+    for name, (help_, _) in STAGES.items():
         command = sub.add_parser(name, help=help_)
         if name == "sweep":
             command.add_argument("-j", "--jobs", type=int, default=None,
@@ -47,19 +57,52 @@ def build_parser(stages: dict[str, tuple[str, Callable]]) -> argparse.ArgumentPa
             command.add_argument("--published", action="store_true",
                                  help="the published profile: patch sizes 5-21, 30 epochs, batch 256 (cnn2d) "
                                       "or 8 (vit), 512 xAI samples per class (hours on a CPU)")
+    _add_convert(sub)
     return parser
+
+
+def _add_convert(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser("convert", help="GeoTIFF / ENVI / .mat / .npy cube and masks -> a raw data directory")
+    command.add_argument("cube", help="the cube: .tif, ENVI .hdr (or its data file), .mat or .npy")
+    command.add_argument("--train", required=True, help="training mask [H, W] (0 = unlabelled), any of those formats")
+    command.add_argument("--test", required=True, help="test mask [H, W], any of those formats")
+    command.add_argument("--out", required=True, help="raw directory to write (replaced atomically)")
+    command.add_argument("--wavelengths", default=None, help=".npy or text file of band centres (nm, or µm if < 30)")
+    command.add_argument("--band-axis", type=int, default=None, help="the cube's band axis (default: detected)")
+    command.add_argument("--var", default=None, help="the cube's variable in a .mat file (default: the only 3-D one)")
+    command.add_argument("--train-var", default=None, help="the training mask's .mat variable")
+    command.add_argument("--test-var", default=None, help="the test mask's .mat variable")
+    command.add_argument("--classes", type=int, default=None, help="number of classes (default: the largest label)")
+
+
+def _convert(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from .data.formats import ConvertRequest, convert
+
+    def opt(value: str | None) -> Path | None:
+        return None if value is None else Path(value)
+
+    summary = convert(ConvertRequest(
+        cube=Path(args.cube), train=Path(args.train), test=Path(args.test), out=Path(args.out),
+        wavelengths=opt(args.wavelengths), band_axis=args.band_axis, var=args.var, train_var=args.train_var,
+        test_var=args.test_var, n_classes=args.classes), progress=not args.no_progress)
+    print(f"{args.out}: hsi.npy {summary['shape']} {summary['dtype']} (band axis {summary['band_axis']} of "
+          f"{args.cube}), {summary['n_classes']} classes, wavelengths: {summary['wavelengths'] or 'none'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
     logging.addLevelName(logging.WARNING, "warning")
-    stages = _stages()
-    args = build_parser(stages).parse_args(argv)
+    args = build_parser().parse_args(argv)
     paths = Paths.at(args.root)
     try:
+        if args.command == "convert":  # not a DVC stage: no params
+            _convert(args)
+            return 0
         params = load_params(args.params or paths.params)
         extra = {"jobs": args.jobs, "published": args.published} if args.command == "sweep" else {}
-        stages[args.command][1](params, paths, progress=not args.no_progress, **extra)
+        _stage_function(args.command)(params, paths, progress=not args.no_progress, **extra)
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)
         return 2

@@ -143,13 +143,30 @@ class TrainConfig:
     instances: int = 2  # instance i is trained with seed + i
     device: Literal["auto", "cpu", "cuda"] = "auto"
     eval_batch_size: int = 512
+    # Batches per epoch at most (a random subset, new each epoch); 0 = every batch. Bounds a run on a
+    # full-size scene, e.g. for bench/bench_pipeline.py.
+    max_batches_per_epoch: int = 0
 
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "n_comps", "instances", "eval_batch_size"):
             _check(getattr(self, key) >= 1, f"train.{key}", "a positive integer", getattr(self, key))
+        _check(self.max_batches_per_epoch >= 0, "train.max_batches_per_epoch", "0 (every batch) or a positive integer",
+               self.max_batches_per_epoch)
         _check(self.lr > 0, "train.lr", "a positive number", self.lr)
         _check(self.max_lr_factor >= 1, "train.max_lr_factor", "a number >= 1", self.max_lr_factor)
         _check(self.weight_decay >= 0, "train.weight_decay", "a non-negative number", self.weight_decay)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    """The `evaluate` stage's classification map of the whole scene (test metrics always use every test pixel)."""
+
+    # Predict every map_stride-th pixel along rows and columns: the map costs 1 / map_stride**2 of a
+    # full one (a full PRISMA scene is 1.3 M patches).
+    map_stride: int = 1
+
+    def __post_init__(self) -> None:
+        _check(self.map_stride >= 1, "evaluate.map_stride", "a positive integer", self.map_stride)
 
 
 @dataclass(frozen=True)
@@ -158,6 +175,65 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         _check(bool(self.experiment.strip()), "tracking.experiment", "a non-empty name", self.experiment)
+
+
+@dataclass(frozen=True)
+class AdaptSyntheticConfig:
+    """The synthetic target acquisition: a neighbouring area on a later date, under other light."""
+
+    height: int = 96
+    width: int = 96
+    phenology_shift: float = 1.0  # 0 = the source's date; 1 = about four weeks later
+    gain: float = 0.25  # band-dependent gain change: 1 at 400 nm, 1 - gain at 2500 nm
+    offset: float = 0.03  # additive path reflectance at 400 nm (falls as wavelength^-4)
+    shadow_fraction: float = 0.12  # share of the scene under a cloud shadow; 0 = none
+
+    def __post_init__(self) -> None:
+        _check(self.height >= 16 and self.width >= 16, "adapt.synthetic.height/width", "at least 16",
+               f"{self.height} x {self.width}")
+        _check(0 <= self.phenology_shift <= 2, "adapt.synthetic.phenology_shift", "in [0, 2]", self.phenology_shift)
+        _check(0 <= self.gain < 1, "adapt.synthetic.gain", "in [0, 1)", self.gain)
+        _check(0 <= self.offset <= 0.2, "adapt.synthetic.offset", "in [0, 0.2]", self.offset)
+        _check(0 <= self.shadow_fraction <= 0.5, "adapt.synthetic.shadow_fraction", "in [0, 0.5]",
+               self.shadow_fraction)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Attention-guided semi-supervised adversarial domain adaptation (README, "Domain adaptation").
+
+    Defaults are a CPU demo profile; the README gives the published-scale settings.
+    """
+
+    source_dir: str = "data/synthetic"
+    target_dir: str = "data/adapt/target_synthetic"
+    synthetic: AdaptSyntheticConfig = field(default_factory=AdaptSyntheticConfig)
+    target_labels_per_class: int = 10
+    val_fraction: float = 0.2  # share of each class's source training pixels kept for early stopping
+    tile: int = 32  # side of the random training tiles; 0 = whole scenes
+    seeds: int = 3  # the ablation is repeated with seed, seed + 1, ...
+    pretrain_steps: int = 400
+    pretrain_patience: int = 80  # steps without a better source validation F1
+    pretrain_lr: float = 0.001
+    iterations: int = 15
+    d_steps: int = 20
+    t_steps: int = 5
+    d_lr: float = 0.001
+    t_lr: float = 0.0001
+    d_target_pixels: Literal["labelled", "all"] = "labelled"
+    feature_attention: bool = False  # also gate the target segmenter's feature map
+    patience: int = 5  # iterations both losses must stay within `tolerance` to stop early
+    tolerance: float = 0.05  # relative range of a loss over the patience window
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        for key in ("target_labels_per_class", "seeds", "pretrain_steps", "pretrain_patience", "iterations",
+                    "d_steps", "t_steps", "patience"):
+            _check(getattr(self, key) >= 1, f"adapt.{key}", "a positive integer", getattr(self, key))
+        _check(0 < self.val_fraction < 1, "adapt.val_fraction", "a fraction in (0, 1)", self.val_fraction)
+        _check(self.tile == 0 or self.tile >= 8, "adapt.tile", "0 (whole scenes) or at least 8 pixels", self.tile)
+        for key in ("pretrain_lr", "d_lr", "t_lr", "tolerance"):
+            _check(getattr(self, key) > 0, f"adapt.{key}", "a positive number", getattr(self, key))
 
 
 MODEL_NAMES = ("cnn2d", "vit")
@@ -190,8 +266,10 @@ class Params:
     split: SplitConfig = field(default_factory=SplitConfig)
     xai: XaiConfig = field(default_factory=XaiConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "a non-negative integer", self.seed)

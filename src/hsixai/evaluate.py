@@ -58,6 +58,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     summary["n_test"] = len(test)
     summary["per_instance"] = [{k: v for k, v in r.items() if k != "_pred"} for r in per_instance]
 
+    stride = params.evaluate.map_stride
     scene_map = _scene_map(models[best][0], sampler, params, progress)
     best_pred = per_instance[best]["_pred"]
     with staged_outputs(paths.plots_dir("evaluate"), paths.figures_dir("evaluate"),
@@ -66,8 +67,9 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         (plot_dir / "confusion.csv").write_text("\n".join(rows) + "\n")
         plots.confusion(per_instance[best]["confusion"], names, figs / "confusion.png",
                         f"test, instance {best} (best dev F1)")
-        plots.classification_map(scene_map, test_map, names, figs / "classification_map.png",
-                                  f"{params.model} p={params.patch_size}, instance {best}")
+        every = f", one pixel per {stride} x {stride} block" if stride > 1 else ""
+        plots.classification_map(scene_map, test_map[::stride, ::stride], names, figs / "classification_map.png",
+                                  f"{params.model} p={params.patch_size}, instance {best}{every}")
         write_json(metrics_file, summary)
 
     with tracking.stage_run("evaluate", params, paths) as mlrun:
@@ -83,9 +85,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
 
 
 def _scene_map(model: torch.nn.Module, sampler, params: Params, progress: bool) -> np.ndarray:
-    """The predicted class of every pixel of the scene [H, W]."""
-    everything = np.zeros((sampler.height, sampler.width), dtype=np.int8)
-    rows, cols, _ = labelled_pixels(everything)
-    logits = predict(model, sampler, sampler.centres(rows, cols), params.train.eval_batch_size, progress,
-                     "evaluate: scene map")
-    return logits.argmax(axis=1).reshape(sampler.height, sampler.width).astype(np.int8)
+    """The predicted class of every `evaluate.map_stride`-th pixel per row and column [ceil(H/s), ceil(W/s)]."""
+    stride = params.evaluate.map_stride
+    grid = np.zeros((sampler.height, sampler.width), dtype=np.int8)[::stride, ::stride]
+    rows, cols, _ = labelled_pixels(grid)
+    logits = predict(model, sampler, sampler.centres(rows * stride, cols * stride), params.train.eval_batch_size,
+                     progress, "evaluate: scene map")
+    return logits.argmax(axis=1).reshape(grid.shape).astype(np.int8)

@@ -46,3 +46,14 @@ def mean_std(values: list[float] | np.ndarray) -> tuple[float, float]:
     """Mean and population std over instances."""
     arr = np.asarray(values, dtype=np.float64)
     return float(arr.mean()), float(arr.std())
+
+
+def mean_iou(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
+    """Mean intersection over union over the classes present in `y_true`: TP / (TP + FP + FN) per class."""
+    cm = confusion_matrix(y_true, y_pred, labels=np.arange(n_classes))
+    tp = np.diag(cm).astype(np.float64)
+    union = cm.sum(axis=0) + cm.sum(axis=1) - tp
+    present = cm.sum(axis=1) > 0
+    if not present.any():
+        return float("nan")
+    return float((tp[present] / union[present]).mean())

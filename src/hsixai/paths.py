@@ -90,6 +90,27 @@ class Paths:
     def bench_dir(self) -> Path:
         return self.root / "bench"
 
+    # domain adaptation ----------------------------------------------------------
+    @property
+    def adapt_dir(self) -> Path:
+        return self.root / "data" / "adapt"
+
+    @property
+    def adapt_target_synthetic(self) -> Path:
+        return self.adapt_dir / "target_synthetic"
+
+    @property
+    def adapt_prepared(self) -> Path:
+        return self.adapt_dir / "prepared"
+
+    @property
+    def adapt_source_models(self) -> Path:
+        return self.adapt_dir / "source_models"
+
+    @property
+    def adapt_target_models(self) -> Path:
+        return self.adapt_dir / "target_models"
+
     # files inside the stage outputs -------------------------------------------
     @property
     def prepared_cube(self) -> Path:

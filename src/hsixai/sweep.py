@@ -29,6 +29,9 @@ from .paths import Paths
 
 log = logging.getLogger(__name__)
 POLL_S = 5
+# What one (model, patch_size) point runs: the main pipeline up to its final stage, never the adapt stages,
+# which read neither model nor patch_size. `consistency` depends on every earlier stage of the point.
+POINT_STAGES = ("consistency",)
 
 
 def git_identity_env(root: Path) -> dict[str, str]:
@@ -149,7 +152,8 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
             for model, patch, extra in todo:
                 name = f"{model}-p{patch}-{int(time.time()) % 100000}"
                 settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
-                _dvc(["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s))], root, env)
+                _dvc(["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s)),
+                      *POINT_STAGES], root, env)
                 names.append(name)
             _dvc(["queue", "start", "-j", str(jobs)], root, env)
             failed = _wait(names, root, env, progress)

@@ -141,15 +141,17 @@ def client(paths: Paths) -> Any:
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Params, paths: Paths) -> Iterator[StageRun]:
+def stage_run(stage: str, params: Params, paths: Paths, experiment: str | None = None) -> Iterator[StageRun]:
     """A child run for `stage` under the parent run of this DVC experiment, created if needed.
 
     The parent is identified by the experiment name, the git commit and a hash
     of all params, so re-running after a params change never mixes two points.
+    `experiment` names a parent of its own for stages outside the (model,
+    patch_size) study, e.g. "adapt".
     """
     mlflow_client = client(paths)
     exp_id = experiment_id(mlflow_client, params.tracking.experiment, paths)
-    name = experiment_run_name(params)
+    name = experiment or experiment_run_name(params)
     commit = git_commit(paths.root)
     flat = flat_params(params)
     params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]

@@ -13,10 +13,12 @@ plots/train/instance_<i>.csv (per-epoch curves), figures/train/curves.png.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
 import os
+import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -127,6 +129,8 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
         net = nn.parallel.DistributedDataParallel(model)
     optimiser = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
+    if cfg.max_batches_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.max_lr_factor * cfg.lr,
                                                    total_steps=cfg.epochs * steps_per_epoch)
     weights = torch.ones(n_classes)
@@ -140,7 +144,10 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {params.model} p={params.patch_size} #{instance}",
                   unit="epoch", disable=not (progress and ranks.main))
     for epoch in epochs:
-        batches = tqdm(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle), total=steps_per_epoch,
+        # Shuffled each epoch, so a bounded epoch sees a new random subset of the batches.
+        shuffled = itertools.islice(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle),
+                                    steps_per_epoch)
+        batches = tqdm(shuffled, total=steps_per_epoch,
                        desc="batches", unit="batch", leave=False, disable=not (progress and ranks.main))
         record = {"epoch": epoch, "loss": train_epoch(net, batches, optimiser, schedule, weights, ranks),
                   "lr": schedule.get_last_lr()[0]}
@@ -239,16 +246,16 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         results = [train_instance(params, sampler, train, dev, n_classes, i, ranks, progress, on_epoch)
                    for i in range(params.train.instances)]
         f1_mean, f1_std = mean_std([r.f1_macro_val for r in results])
+        # Results only: wall times differ run to run, so they go to MLflow, not to this DVC metrics file.
         summary = {
             "f1_macro_val": f1_mean,
             "f1_macro_val_std": f1_std,
-            "train_time_s": round(sum(r.seconds for r in results), 2),
             "n_train": len(train),
             "n_dev": len(dev),
             "device": str(device),
             "world_size": ranks.world,
-            "instances": [{"seed": r.seed, "best_epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val,
-                           "train_time_s": round(r.seconds, 2)} for r in results],
+            "instances": [{"seed": r.seed, "best_epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val}
+                          for r in results],
         }
         with staged_outputs(paths.models_dir, paths.plots_dir("train"), paths.figures_dir("train"),
                             files=(paths.metrics("train"),)) as (models, curves, figs, metrics_file):
@@ -263,7 +270,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             plots.training_curves([r.history for r in results], figs / "curves.png",
                                   f"{params.model}, patch {params.patch_size}")
             write_json(metrics_file, summary)
-        mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": summary["train_time_s"]}, parent=True)
+        mlrun.log_metrics({f"instance{i}.train_time_s": r.seconds for i, r in enumerate(results)})
+        mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": sum(r.seconds for r in results)}, parent=True)
         mlrun.log_figure(paths.figures_dir("train") / "curves.png")
         mlrun.log_output(paths.models_dir)
     if ranks.world > 1:
@@ -278,11 +286,22 @@ def _write_curve(path: Path, history: list[dict]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def _unpickler_reason(exc: Exception) -> str:
+    """The one line of torch's multi-paragraph weights_only refusal that names the offending object."""
+    text = str(exc)
+    reason = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
+    return " ".join(reason.split()).split(". ")[0] or "unreadable"
+
+
 def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """A trained instance in eval mode, and its metadata. Tensors only: loaded with weights_only=True."""
     if not path.is_file():
         raise HsixaiError(f"{path}: checkpoint not found (run the train stage first)")
-    checkpoint = torch.load(path, map_location=device, weights_only=True)
+    try:
+        checkpoint = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise HsixaiError(f"{path}: refused: not a tensors-only checkpoint ({_unpickler_reason(exc)}); "
+                          "only load checkpoints written by the train stage") from None
     meta = checkpoint["meta"]
     model = build_model(meta["model"], meta["n_bands"], meta["n_classes"], meta["patch_size"], meta["n_comps"])
     model.load_state_dict(checkpoint["state_dict"])

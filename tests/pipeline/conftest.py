@@ -36,8 +36,24 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) 
 
 @pytest.fixture
 def dvc_repo(tmp_path: Path) -> Path:
-    repo = tmp_path / "repo"
-    repo.mkdir()
+    return make_dvc_repo(tmp_path / "repo")
+
+
+# The stages of one (model, patch_size) experiment; the domain-adaptation stages are a pipeline of their own.
+EXPERIMENT = "consistency"
+
+
+@pytest.fixture(scope="session")
+def built_repo(tmp_path_factory) -> Path:
+    """The tiny experiment after one `dvc repro` (about 30 s idle; shared: copy it before changing it)."""
+    repo = make_dvc_repo(tmp_path_factory.mktemp("built") / "repo")
+    run(["dvc", "repro", EXPERIMENT], repo)
+    return repo
+
+
+def make_dvc_repo(repo: Path) -> Path:
+    """A fresh git + DVC repository at `repo` with this project's pipeline and tiny params, committed."""
+    repo.mkdir(parents=True)
     for name in ("dvc.yaml", ".gitignore"):
         shutil.copy(REPO / name, repo)
     shutil.copytree(REPO / "src", repo / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))

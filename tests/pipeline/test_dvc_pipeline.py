@@ -16,7 +16,8 @@ def _hashes(repo, *dirs):
 
 def test_repro_builds_the_pipeline_then_does_nothing(dvc_repo):
     first = run(["dvc", "repro"], dvc_repo).stdout
-    for stage in ("synthesize", "prepare", "split", "train", "evaluate", "attribute", "consistency"):
+    for stage in ("synthesize", "prepare", "split", "train", "evaluate", "attribute", "consistency",
+                  "adapt_synthesize", "adapt_prepare", "adapt_pretrain", "adapt", "adapt_evaluate"):
         assert f"Running stage '{stage}'" in first
     cube = np.load(dvc_repo / "data/prepared/cube.npy", mmap_mode="r")
     assert cube.shape == (174, 48, 48)

@@ -11,10 +11,11 @@ pytestmark = pytest.mark.pipeline
 
 
 def test_experiments_reach_dvc_and_mlflow(dvc_repo):
-    run(["dvc", "exp", "run", "-S", "patch_size=5"], dvc_repo)
+    # The point's final stage, as `hsixai sweep` queues it: a point never runs the adapt stages.
+    run(["dvc", "exp", "run", "-S", "patch_size=5", "consistency"], dvc_repo)
     # --temp runs in a temporary copy under .dvc/tmp/exps, as queued experiments do: runs must still
     # reach the repository's own mlflow.db.
-    run(["dvc", "exp", "run", "--temp", "-S", "model=vit", "-S", "patch_size=7"], dvc_repo)
+    run(["dvc", "exp", "run", "--temp", "-S", "model=vit", "-S", "patch_size=7", "consistency"], dvc_repo)
 
     table = run(["dvc", "exp", "show", "--csv"], dvc_repo).stdout
     rows = [r for r in csv.DictReader(io.StringIO(table)) if r["Experiment"]]

@@ -1,4 +1,4 @@
-"""Bad input to the `prepare` and `split` stages, through the real CLI.
+"""Bad input to the `prepare` and `split` stages and to `hsixai convert`, through the real CLI.
 
 Every case must: exit with status 2, print ONE line on stderr that names the
 offending file or parameter and says what was expected or found, print no
@@ -25,6 +25,8 @@ import pytest
 import yaml
 
 from hsixai.cli import main
+
+from .test_readers import write_envi, write_geotiff, write_mat5, write_mat73
 
 N_BANDS, HEIGHT, WIDTH = 40, 32, 32
 CLASS_NAMES = ["durum wheat", "oranges", "permanent grassland", "rice", "sunflower", "olives"]
@@ -571,3 +573,366 @@ def test_split_prepared_meta_corrupt(scene, capsys):
 def test_split_negative_seed(scene, capsys):
     scene.set_params(seed=-1)
     scene.expect_error("split", capsys, "seed")
+
+
+# --------------------------------------------------------------------------- prepare: more kinds
+def test_prepare_nan_row(scene, capsys):
+    cube = scene.load_raw("hsi.npy")
+    cube[KEPT_BAND, 4, :] = np.nan
+    scene.save_raw("hsi.npy", cube)
+    scene.expect_error("prepare", capsys, str(scene.raw / "hsi.npy"), f"band {KEPT_BAND} has {WIDTH} NaN or Inf values",
+                       "first at row 4, column 0")
+
+
+@pytest.mark.parametrize("overrides,key", [
+    ({"synthesize": {"height": 0}}, "synthesize.height/width"),
+    ({"synthesize": {"width": -32}}, "synthesize.height/width"),
+    ({"train": {"batch_size": 0}}, "train.batch_size"),
+    ({"train": {"epochs": -1}}, "train.epochs"),
+    ({"xai": {"samples_per_class": 0}}, "xai.samples_per_class"),
+    ({"patch_size": 0}, "patch_size"),
+    ({"patch_size": -5}, "patch_size"),
+])
+def test_negative_or_zero_sizes(scene, capsys, overrides, key):
+    scene.set_params(**overrides)
+    scene.expect_error("prepare", capsys, str(scene.params_path), key)
+
+
+# --------------------------------------------------------------------------- convert
+# `hsixai convert` takes its inputs on the command line. Every case converts broken
+# inputs into a directory that holds an earlier good conversion, which must stay
+# byte-identical with no staging leftovers beside it.
+@dataclass
+class Conversion:
+    scene: Scene
+    inputs: Path
+    out: Path
+    hashes: dict[str, str] = field(default_factory=dict)
+
+    def cube(self) -> np.ndarray:  # float32 [40, 32, 32]
+        return self.scene.load_raw("hsi.npy")
+
+    def mask(self, name: str = "train_crops.npy") -> np.ndarray:  # uint8 [32, 32]
+        return self.scene.load_raw(name)
+
+    def save(self, name: str, array: np.ndarray) -> Path:
+        np.save(self.inputs / name, array)
+        return self.inputs / name
+
+    def argv(self, cube: Path, *extra: str, train: Path | None = None, test: Path | None = None) -> list[str]:
+        train = train or self.scene.raw / "train_crops.npy"
+        test = test or self.scene.raw / "test_crops.npy"
+        return ["convert", str(cube), "--train", str(train), "--test", str(test), "--out", str(self.out), *extra]
+
+    def snapshot(self) -> dict[str, str]:
+        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(self.out.iterdir())}
+
+    def expect_error(self, capsys, argv: list[str], *fragments: str) -> str:
+        capsys.readouterr()
+        rc = main(["--no-progress", *argv])
+        out, err = capsys.readouterr()
+        assert rc == 2, f"expected exit status 2, got {rc}; stderr: {err!r}"
+        assert "Traceback" not in err and "Traceback" not in out, err
+        lines = err.strip("\n").splitlines()
+        assert len(lines) == 1, f"expected one line on stderr, got {len(lines)}: {err!r}"
+        assert lines[0].startswith("hsixai convert: error: "), lines[0]
+        for fragment in fragments:
+            assert fragment in lines[0], f"{fragment!r} not in {lines[0]!r}"
+        assert self.snapshot() == self.hashes
+        leftovers = [p.name for p in self.out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name]
+        assert leftovers == []
+        self.scene.assert_outputs_intact()
+        return lines[0]
+
+
+@pytest.fixture
+def conv(scene, capsys) -> Conversion:
+    inputs = scene.root / "inputs"
+    inputs.mkdir()
+    c = Conversion(scene, inputs, scene.root / "data" / "converted")
+    rc = main(["--no-progress", *c.argv(scene.raw / "hsi.npy", "--wavelengths", str(scene.raw / "wavelengths.npy"))])
+    assert rc == 0, capsys.readouterr().err
+    c.hashes = c.snapshot()
+    assert {"hsi.npy", "train_crops.npy", "test_crops.npy", "wavelengths.npy"} <= set(c.hashes)
+    return c
+
+
+def test_convert_good_setup(conv):
+    np.testing.assert_array_equal(np.load(conv.out / "hsi.npy"), conv.cube())
+    np.testing.assert_array_equal(np.load(conv.out / "train_crops.npy"), conv.mask())
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated v5", "truncated v7.3"])
+def test_convert_corrupt_mat(conv, capsys, damage):
+    path = conv.inputs / "cube.mat"
+    if damage == "garbage":
+        path.write_bytes(b"MATLAB 5.0 MAT-file, but then nothing sensible" + bytes(range(256)) * 4)
+    else:
+        writer = write_mat5 if damage == "truncated v5" else write_mat73
+        writer(path, cube=conv.cube().transpose(1, 2, 0))
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    line = conv.expect_error(capsys, conv.argv(path), str(path))
+    assert "MATLAB" in line or "cannot read" in line, line
+
+
+def test_convert_truncated_envi_data(conv, capsys):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bil")
+    data = conv.inputs / "cube.img"
+    data.write_bytes(data.read_bytes()[:-100])
+    conv.expect_error(capsys, conv.argv(header), str(data), "ENVI data file is truncated",
+                      f"{N_BANDS} bands x {HEIGHT} lines x {WIDTH} samples")
+
+
+def test_convert_envi_data_file_longer_than_header(conv, capsys):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bsq")
+    with open(conv.inputs / "cube.img", "ab") as fh:
+        fh.write(b"\0" * 4)
+    conv.expect_error(capsys, conv.argv(header), "is longer than its header says")
+
+
+@pytest.mark.parametrize("key", ["samples", "lines", "bands", "data type", "interleave", "byte order"])
+def test_convert_envi_header_missing_key(conv, capsys, key):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bip", drop=(key,))
+    conv.expect_error(capsys, conv.argv(header), str(header), f"'{key}'")
+
+
+def test_convert_envi_unsupported_data_type(conv, capsys):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bsq")
+    header.write_text(header.read_text().replace("data type = 4", "data type = 6"))
+    conv.expect_error(capsys, conv.argv(header), str(header), "ENVI data type 6 not supported")
+
+
+def test_convert_envi_data_file_missing(conv, capsys):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bsq")
+    (conv.inputs / "cube.img").unlink()
+    conv.expect_error(capsys, conv.argv(header), str(header), "ENVI data file not found next to the header",
+                      "cube.img")
+
+
+def test_convert_wavelength_file_wrong_length(conv, capsys):
+    wl = conv.inputs / "wl.txt"
+    wl.write_text("\n".join(str(400 + 10 * i) for i in range(N_BANDS - 1)))
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--wavelengths", str(wl)), str(wl),
+                      f"expected {N_BANDS} wavelengths (one per band of hsi.npy)", f"found {N_BANDS - 1}")
+
+
+def test_convert_envi_wavelengths_wrong_length(conv, capsys):
+    header = write_envi(conv.inputs / "cube.img", conv.cube(), "bil", wavelengths=np.linspace(0.4, 2.5, N_BANDS + 2),
+                        units="micrometers")
+    conv.expect_error(capsys, conv.argv(header), f"expected {N_BANDS} wavelengths", f"found {N_BANDS + 2}")
+
+
+def test_convert_geotiff_wavelengths_for_some_bands_only(conv, capsys):
+    import rasterio
+
+    path = write_geotiff(conv.inputs / "cube.tif", conv.cube(), np.linspace(400, 2500, N_BANDS))
+    with rasterio.open(path, "r+") as dst:
+        dst.set_band_description(3, "")
+    conv.expect_error(capsys, conv.argv(path), str(path), f"wavelengths for {N_BANDS - 1} of {N_BANDS} bands",
+                      "--wavelengths")
+
+
+def test_convert_wavelengths_not_positive(conv, capsys):
+    wl = np.linspace(400, 2500, N_BANDS)
+    wl[2] = -1.0
+    path = conv.save("wl.npy", wl)
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--wavelengths", str(path)), str(path),
+                      "expected positive finite wavelengths")
+
+
+def test_convert_mask_wrong_shape_for_geotiff_cube(conv, capsys):
+    cube = write_geotiff(conv.inputs / "cube.tif", conv.cube())
+    train = conv.save("train.npy", conv.mask()[:, :-1])
+    test = conv.save("test.npy", conv.mask("test_crops.npy")[:, :-1])
+    conv.expect_error(capsys, conv.argv(cube, train=train, test=test), str(train), "training mask",
+                      f"expected shape ({HEIGHT}, {WIDTH}) (the cube's H x W)", f"found ({HEIGHT}, {WIDTH - 1})")
+
+
+def test_convert_mask_fits_no_two_axes_of_npy_cube(conv, capsys):
+    train = conv.save("train.npy", conv.mask()[:-3])
+    test = conv.save("test.npy", conv.mask("test_crops.npy")[:-3])
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=train, test=test),
+                      f"no two axes of the cube's shape ({N_BANDS}, {HEIGHT}, {WIDTH})",
+                      f"masks' shape ({HEIGHT - 3}, {WIDTH})")
+
+
+def test_convert_masks_differ_in_shape(conv, capsys):
+    test = conv.save("test.npy", conv.mask("test_crops.npy")[:, :5])
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", test=test), str(test), "test mask",
+                      f"expected the training mask's shape ({HEIGHT}, {WIDTH})", f"found ({HEIGHT}, 5)")
+
+
+def test_convert_mask_3d(conv, capsys):
+    train = conv.save("train.npy", conv.mask()[None])
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=train), str(train),
+                      "expected a 2-D array", f"found shape (1, {HEIGHT}, {WIDTH})")
+
+
+def test_convert_non_integer_mask(conv, capsys):
+    mask = conv.mask().astype(np.float32)
+    mask[2, 3] = 1.5
+    train = conv.save("train.npy", mask)
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=train), str(train),
+                      "expected integer labels, found 1 non-integer values", "1.5")
+
+
+def test_convert_non_integer_mask_in_mat(conv, capsys):
+    path = write_mat5(conv.inputs / "gt.mat", gt=np.full((HEIGHT, WIDTH), 0.5))
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=path), str(path), "(gt)",
+                      "expected integer labels")
+
+
+def test_convert_negative_labels(conv, capsys):
+    mask = conv.mask().astype(np.int16)
+    mask[0, 0] = -1
+    test = conv.save("test.npy", mask)
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", test=test), str(test),
+                      "expected labels >= 0 (0 = unlabelled)", "found [-1]")
+
+
+def test_convert_labels_beyond_classes(conv, capsys):
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--classes", "5"),
+                      str(conv.scene.raw / "train_crops.npy"), "expected labels 0..5 (--classes)", "found [6]")
+
+
+@pytest.mark.parametrize("classes", ["0", "-3"])
+def test_convert_zero_or_negative_classes(conv, capsys, classes):
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--classes", classes),
+                      "--classes", "expected a positive number of classes", f"found {classes}")
+
+
+def test_convert_mask_without_labels(conv, capsys):
+    zeros = conv.save("zeros.npy", np.zeros((HEIGHT, WIDTH), dtype=np.uint8))
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=zeros, test=zeros), str(zeros),
+                      "no labelled pixels")
+
+
+@pytest.mark.parametrize("where", ["single value", "row of the last band"])
+def test_convert_nan_in_cube(conv, capsys, where):
+    cube = conv.cube()
+    if where == "single value":
+        cube[5, 7, 9] = np.nan
+        expected = "band 5 has 1 NaN or Inf values"
+    else:  # found only after the whole cube went into the staging directory
+        cube[N_BANDS - 1, 4, :] = np.inf
+        expected = f"band {N_BANDS - 1} has {WIDTH} NaN or Inf values"
+    header = write_envi(conv.inputs / "cube.bil", cube, "bil", big_endian=True)
+    conv.expect_error(capsys, conv.argv(header), str(conv.inputs / "cube.bil"), expected, "expected finite values")
+
+
+@pytest.mark.parametrize("dtype", [np.complex64, np.bool_])
+def test_convert_cube_wrong_dtype(conv, capsys, dtype):
+    path = conv.save("cube.npy", conv.cube().astype(dtype))
+    conv.expect_error(capsys, conv.argv(path), str(path), "expected a numeric cube", f"found dtype {np.dtype(dtype)}")
+
+
+def test_convert_truncated_npy_cube(conv, capsys):
+    path = conv.save("cube.npy", conv.cube())
+    path.write_bytes(path.read_bytes()[:-50])
+    conv.expect_error(capsys, conv.argv(path), str(path), "hyperspectral cube is truncated")
+
+
+@pytest.mark.parametrize("which", ["cube", "train", "test", "wavelengths"])
+def test_convert_missing_input_path(conv, capsys, which):
+    missing = conv.inputs / "no_such_file.npy"
+    argv = conv.argv(missing if which == "cube" else conv.scene.raw / "hsi.npy",
+                     *(["--wavelengths", str(missing)] if which == "wavelengths" else []),
+                     train=missing if which == "train" else None, test=missing if which == "test" else None)
+    conv.expect_error(capsys, argv, str(missing), "not found")
+
+
+def test_convert_unknown_format(conv, capsys):
+    path = conv.inputs / "cube.xyz"
+    path.write_bytes(b"\0" * 64)
+    conv.expect_error(capsys, conv.argv(path), str(path), "unknown file format")
+
+
+def test_convert_ambiguous_band_axis(conv, capsys):
+    path = conv.save("cube.npy", np.zeros((HEIGHT, HEIGHT, WIDTH), dtype=np.float32))
+    conv.expect_error(capsys, conv.argv(path), str(path), f"cannot tell which axis of shape ({HEIGHT}, {HEIGHT}, "
+                      f"{WIDTH}) holds the bands", "pass --band-axis")
+
+
+@pytest.mark.parametrize("axis,fragment", [("3", "--band-axis 3 is out of range"),
+                                           ("1", "--band-axis 1 contradicts the file")])
+def test_convert_bad_band_axis(conv, capsys, axis, fragment):
+    cube = write_geotiff(conv.inputs / "cube.tif", conv.cube())
+    conv.expect_error(capsys, conv.argv(cube, "--band-axis", axis), str(cube), fragment)
+
+
+def test_convert_unknown_variable_name(conv, capsys):
+    path = write_mat5(conv.inputs / "scene.mat", cube=conv.cube().transpose(1, 2, 0))
+    conv.expect_error(capsys, conv.argv(path, "--var", "cubee"), str(path), "no variable 'cubee'",
+                      f"cube [{HEIGHT}x{WIDTH}x{N_BANDS} single]")
+
+
+def test_convert_unknown_mask_variable_name_v73(conv, capsys):
+    path = write_mat73(conv.inputs / "gt.mat", train=conv.mask(), test=conv.mask("test_crops.npy"))
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--train-var", "trian", train=path),
+                      str(path), "no variable 'trian'", f"train [{HEIGHT}x{WIDTH} uint8]")
+
+
+def test_convert_mat_variable_not_unique(conv, capsys):
+    path = write_mat73(conv.inputs / "gt.mat", train=conv.mask(), test=conv.mask("test_crops.npy"))
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", train=path), str(path),
+                      "expected exactly one 2-D integer variable, found 2", "--train-var/--test-var")
+
+
+def test_convert_variable_name_for_a_non_mat_file(conv, capsys):
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--var", "cube"),
+                      "a variable name ('cube') only applies to .mat files")
+
+
+def test_convert_refuses_to_replace_a_foreign_directory(conv, capsys):
+    conv.save("cube.npy", conv.cube())
+    before = sorted(p.name for p in conv.inputs.iterdir())
+    argv = conv.argv(conv.inputs / "cube.npy")
+    argv[argv.index("--out") + 1] = str(conv.inputs)
+    conv.expect_error(capsys, argv, str(conv.inputs), "holds files that are not raw-format files (cube.npy)")
+    assert sorted(p.name for p in conv.inputs.iterdir()) == before
+
+
+@pytest.mark.parametrize("content,fragment", [("400 500 nm?", "expected numbers separated by"),
+                                              (None, "expected a 1-D array, found shape (1, 40)")])
+def test_convert_unreadable_wavelength_file(conv, capsys, content, fragment):
+    if content is None:
+        path = conv.save("wl.npy", np.linspace(400, 2500, N_BANDS)[None])
+    else:
+        path = conv.inputs / "wl.txt"
+        path.write_text(content)
+    conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--wavelengths", str(path)), str(path), fragment)
+
+
+# --------------------------------------------------------------------------- the catalogue itself
+# Every kind of bad input the issue lists, and the tests above that cover it.
+CATALOGUE = {
+    "truncated arrays": ["test_prepare_cube_truncated", "test_prepare_mask_truncated",
+                         "test_convert_truncated_envi_data", "test_convert_truncated_npy_cube"],
+    "wrong-dtype arrays": ["test_prepare_cube_non_numeric_dtype", "test_prepare_mask_float_dtype",
+                           "test_convert_cube_wrong_dtype"],
+    "NaN rows": ["test_prepare_nan_row", "test_prepare_non_finite_in_kept_band", "test_convert_nan_in_cube"],
+    "masks of the wrong shape": ["test_prepare_mask_shape_differs_from_cube",
+                                 "test_convert_mask_wrong_shape_for_geotiff_cube",
+                                 "test_convert_mask_fits_no_two_axes_of_npy_cube"],
+    "unknown labels": ["test_prepare_labels_outside_range", "test_convert_labels_beyond_classes"],
+    "an empty class": ["test_prepare_class_without_training_pixels", "test_split_class_without_training_pixels"],
+    "wavelengths of the wrong length": ["test_prepare_wavelengths_wrong_length",
+                                        "test_convert_wavelength_file_wrong_length"],
+    "a band list that does not fit the cube": ["test_prepare_band_index_out_of_range",
+                                               "test_prepare_band_range_reaching_past_cube"],
+    "a corrupt .mat": ["test_convert_corrupt_mat"],
+    "a missing path": ["test_prepare_missing_raw_directory", "test_convert_missing_input_path"],
+    "a misspelt params key": ["test_misspelt_top_level_key", "test_misspelt_nested_key"],
+    "negative or zero sizes": ["test_negative_or_zero_sizes", "test_convert_zero_or_negative_classes"],
+    "a truncated ENVI file or header": ["test_convert_truncated_envi_data", "test_convert_envi_header_missing_key"],
+    "a non-integer mask": ["test_prepare_mask_float_dtype", "test_convert_non_integer_mask"],
+    "an ambiguous band axis or unknown variable": ["test_convert_ambiguous_band_axis",
+                                                   "test_convert_unknown_variable_name"],
+}
+
+
+def test_catalogue_covers_every_kind():
+    assert len(CATALOGUE) >= 15
+    missing = [name for names in CATALOGUE.values() for name in names if not callable(globals().get(name))]
+    assert missing == []
+

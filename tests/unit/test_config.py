@@ -212,6 +212,8 @@ def test_samples_per_class_one_accepted():
         ({"synthesize": {"test_fraction": 1}}, "synthesize.test_fraction"),
         ({"data": {"class_names": ["only one"]}}, "data.class_names"),
         ({"data": {"class_names": ["a", "b", "a"]}}, "data.class_names"),
+        ({"train": {"max_batches_per_epoch": -1}}, "train.max_batches_per_epoch"),
+        ({"evaluate": {"map_stride": 0}}, "evaluate.map_stride"),
     ],
 )
 def test_other_range_checks_name_the_key(tmp_path, raw, key):

@@ -113,3 +113,28 @@ def test_evaluate_without_checkpoints(train_root, capsys):
     write_params(train_root, tiny_params(patch_size=5, train=TINY_TRAIN))
     assert main(["--root", str(train_root), "--no-progress", "evaluate"]) == 2
     assert "checkpoint not found (run the train stage first)" in capsys.readouterr().err
+
+
+def test_bounded_epochs_and_strided_scene_map(train_root, mlflow_uri, monkeypatch):
+    params = _params(train_root, train={"max_batches_per_epoch": 2, "instances": 1}, evaluate={"map_stride": 4})
+    paths, epoch_sizes, real_epoch = Paths.at(train_root), [], train.train_epoch
+
+    def counting_epoch(net, batches, *args, **kwargs):
+        batches = list(batches)
+        epoch_sizes.append(len(batches))
+        return real_epoch(net, batches, *args, **kwargs)
+
+    monkeypatch.setattr(train, "train_epoch", counting_epoch)
+    train.run(params, paths, progress=False)
+    assert epoch_sizes == [2] * params.train.epochs  # the scene has many more batches than 2
+
+    from hsixai.data.patches import load_sampler
+
+    sampler = load_sampler(paths.prepared_dir, paths.split_dir, 5, "cpu")
+    model, _ = train.load_checkpoint(paths.checkpoint(0))
+    strided = evaluate._scene_map(model, sampler, params, progress=False)
+    full = evaluate._scene_map(model, sampler, _params(train_root), progress=False)
+    assert full.shape == (48, 48) and strided.shape == (12, 12)
+    np.testing.assert_array_equal(strided, full[::4, ::4])
+    evaluate.run(_params(train_root, train={"instances": 1}, evaluate={"map_stride": 4}), paths, progress=False)
+    assert (paths.figures_dir("evaluate") / "classification_map.png").is_file()

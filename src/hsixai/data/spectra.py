@@ -110,3 +110,25 @@ def urban(wl: np.ndarray, kind: str, brightness: float) -> np.ndarray:
     if kind == "tile":
         return brightness * (0.08 + 0.22 * _sigmoid((wl - 580.0) / 25.0) - 0.05 * _gauss(wl, 900, 80))
     raise ValueError(f"unknown urban material {kind!r}")
+
+
+# ---------------------------------------------------------------------------- another acquisition
+def illumination_gain(wl: np.ndarray, amplitude: float) -> np.ndarray:
+    """Band-dependent gain of a second acquisition: a lower sun and a different water-vapour column.
+
+    Falls linearly from 1 at 400 nm to 1 - amplitude at 2500 nm, with the
+    water-vapour residuals at 940 and 1130 nm deepened by amplitude as well.
+    """
+    slope = 1.0 - amplitude * (wl - 400.0) / 2100.0
+    vapour = 1.0 - amplitude * (0.8 * _gauss(wl, 940, 25) + 0.6 * _gauss(wl, 1130, 30))
+    return (slope * vapour).astype(np.float32)
+
+
+def path_reflectance(wl: np.ndarray, level: float) -> np.ndarray:
+    """Additive atmospheric path term left after correction: Rayleigh-like, `level` at 400 nm."""
+    return (level * (400.0 / wl) ** 4).astype(np.float32)
+
+
+def shadow_factor(wl: np.ndarray) -> np.ndarray:
+    """Reflectance scale in a cloud shadow: only diffuse skylight, relatively bluer."""
+    return (0.25 + 0.2 * (400.0 / wl) ** 2).astype(np.float32)

@@ -21,15 +21,16 @@ Outputs (the format of a real acquisition):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from scipy import ndimage
+from scipy.special import expit
 from tqdm import tqdm
 
 from .. import paths
-from ..config import CROP_NAMES, SynthesizeConfig
+from ..config import CROP_NAMES, AdaptSyntheticConfig, SynthesizeConfig
 from ..io import NpyStreamWriter, staged_outputs, write_json
 from . import spectra
 
@@ -79,13 +80,69 @@ class Layout:
 
 def synthesize(cfg: SynthesizeConfig, seed: int, out_dir: Path, progress: bool = True) -> dict:
     """Generate the scene into `out_dir` (replaced atomically). Returns the summary written to scene.json."""
-    root_rng = np.random.default_rng(seed)
+    return _acquire(cfg, np.random.default_rng(seed), seed, out_dir, progress, CROPS, None)
+
+
+def synthesize_target(cfg: SynthesizeConfig, target: AdaptSyntheticConfig, seed: int, out_dir: Path,
+                      progress: bool = True) -> dict:
+    """A target acquisition for domain adaptation, in the raw format, into `out_dir`.
+
+    A neighbouring area (its own parcels and masks, drawn from `seed`) of the
+    source scene's landscape, on a later date (crop phenology shifted by
+    `target.phenology_shift`), under another illumination and atmosphere
+    (band-dependent gain and additive path reflectance) and optionally partly
+    under a cloud shadow. The source scene (`synthesize`) is not touched.
+    """
+    scene_cfg = replace(cfg, height=target.height, width=target.width)
+    wl = spectra.prisma_wavelengths(cfg.bands)
+    gain = spectra.illumination_gain(wl, target.gain)
+    path = spectra.path_reflectance(wl, target.offset)
+    dark = spectra.shadow_factor(wl)
+    shadow = _shadow(target.height, target.width, target.shadow_fraction, np.random.default_rng([seed, 2]))
+
+    def transform(b: int, band: np.ndarray) -> np.ndarray:
+        return band * gain[b] * (1.0 - shadow * (1.0 - dark[b])) + path[b]
+
+    extra = {"acquisition": {"phenology_shift": target.phenology_shift, "gain": target.gain,
+                             "offset": target.offset, "shadow_pixels": int((shadow > 0.5).sum())}}
+    return _acquire(scene_cfg, np.random.default_rng([seed, 1]), seed, out_dir, progress,
+                    later_date(target.phenology_shift), transform, extra)
+
+
+def later_date(shift: float) -> dict[int, CropTraits]:
+    """The crops about four weeks after the source's late-May date; `shift` scales every change."""
+    deltas = {
+        1: {"chlorophyll": -0.15, "dry": 0.3, "water": -0.15, "nir": -0.03},  # durum wheat ready for harvest
+        2: {"water": -0.1},  # oranges: evergreen, a little water stress
+        3: {"chlorophyll": -0.15, "water": -0.2, "dry": 0.2},  # grassland drying out
+        4: {"cover": 0.2, "chlorophyll": 0.1, "nir": 0.04},  # rice canopy closing over the water
+        5: {"chlorophyll": -0.15, "brightness": 0.03, "nir": -0.04},  # sunflower in flower (yellow)
+        6: {"water": -0.1},  # olives: water stress
+    }
+    return {k: replace(t, **{f: getattr(t, f) + shift * d for f, d in deltas[k].items()}) for k, t in CROPS.items()}
+
+
+def _shadow(height: int, width: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Soft cloud-shadow weight [H, W] in [0, 1]: an ellipse covering about `fraction` of the scene."""
+    if fraction <= 0:
+        return np.zeros((height, width), dtype=np.float32)
+    aspect = rng.uniform(0.5, 2.0)
+    a = np.sqrt(fraction * height * width / (np.pi * aspect))  # semi-axes a (rows) and aspect * a (columns)
+    cy, cx = rng.uniform(0.25, 0.75) * height, rng.uniform(0.25, 0.75) * width
+    yy, xx = np.mgrid[0:height, 0:width]
+    r = np.sqrt(((yy - cy) / a) ** 2 + ((xx - cx) / (aspect * a)) ** 2)
+    return expit((1.0 - r) / 0.08).astype(np.float32)
+
+
+def _acquire(cfg: SynthesizeConfig, root_rng: np.random.Generator, seed: int, out_dir: Path, progress: bool,
+             crops: dict, transform, extra: dict | None = None) -> dict:
+    """Draw a scene and write one acquisition of it; `transform(b, band)` alters each noise-free band."""
     layout_rng, spectra_rng, texture_rng, label_rng, noise_rng = root_rng.spawn(5)
 
     wl = spectra.prisma_wavelengths(cfg.bands)
     layout = _layout(cfg, layout_rng)
-    canopy, ground = _parcel_spectra(layout.cover_type, wl, spectra_rng)
-    cover = _cover_fraction(cfg, layout, texture_rng)
+    canopy, ground = _parcel_spectra(layout.cover_type, wl, spectra_rng, crops)
+    cover = _cover_fraction(cfg, layout, texture_rng, crops)
     train, test = _labels(cfg, layout, label_rng)
     sigma = spectra.noise_std(wl)
 
@@ -96,12 +153,14 @@ def synthesize(cfg: SynthesizeConfig, seed: int, out_dir: Path, progress: bool =
                 # Mixed pixels: the mean over a pixel's sub-pixels of canopy/background mixtures.
                 sub = ground[layout.parcel, b] + cover * (canopy[layout.parcel, b] - ground[layout.parcel, b])
                 band = sub.reshape(cfg.height, s, cfg.width, s).mean(axis=(1, 3))
+                if transform is not None:
+                    band = transform(b, band)
                 band += sigma[b] * noise_rng.standard_normal(band.shape, dtype=np.float32)
                 cube.write(np.clip(band, 0.0, 1.0))
         np.save(stage / paths.RAW_TRAIN, train)
         np.save(stage / paths.RAW_TEST, test)
         np.save(stage / paths.RAW_WAVELENGTHS, wl)
-        summary = _summary(cfg, seed, layout, train, test)
+        summary = {**_summary(cfg, seed, layout, train, test), **(extra or {})}
         write_json(stage / "scene.json", summary)
     return summary
 
@@ -176,7 +235,8 @@ def _cover_types(district: np.ndarray, n_districts: int, rng: np.random.Generato
 
 
 # ---------------------------------------------------------------------------- spectra and texture
-def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Generator,
+                    crops: dict = CROPS) -> tuple[np.ndarray, np.ndarray]:
     """Per-parcel canopy and background spectra [n_parcels, bands], with parcel-level variability."""
     n = len(cover_type)
     canopy = np.zeros((n, len(wl)), dtype=np.float32)
@@ -184,8 +244,8 @@ def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Gener
     for p, kind in enumerate(cover_type):
         soil_ = spectra.soil(wl, brightness=rng.uniform(0.22, 0.36), moisture=rng.uniform(0.0, 0.25),
                              iron=rng.uniform(0.2, 0.9))
-        if kind in CROPS:
-            t = CROPS[kind]
+        if kind in crops:
+            t = crops[kind]
             # Phenology and vigour differ from field to field.
             canopy[p] = spectra.leaf_canopy(
                 wl, chlorophyll=float(np.clip(t.chlorophyll + rng.normal(0, 0.07), 0.05, 1.0)),
@@ -205,7 +265,8 @@ def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Gener
     return canopy, ground
 
 
-def _cover_fraction(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Generator) -> np.ndarray:
+def _cover_fraction(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Generator,
+                    crops: dict = CROPS) -> np.ndarray:
     """Canopy cover per sub-pixel [Hs, Ws]: the crop's mean, a smooth vigour field, and its texture."""
     s = cfg.subpixels
     n = len(layout.cover_type)
@@ -213,8 +274,8 @@ def _cover_fraction(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Genera
     texture = np.zeros(n, dtype=np.float32)
     patchiness = np.zeros(n, dtype=np.float32)
     for p, kind in enumerate(layout.cover_type):
-        if kind in CROPS:
-            t = CROPS[kind]
+        if kind in crops:
+            t = crops[kind]
             mean[p] = np.clip(t.cover + rng.normal(0, 0.04), 0.05, 0.98)
             texture[p], patchiness[p] = t.texture, t.patchiness
         elif kind == URBAN:
@@ -281,3 +342,9 @@ def _summary(cfg: SynthesizeConfig, seed: int, layout: Layout, train: np.ndarray
 def run(params, paths, progress: bool = True) -> dict:
     """The `synthesize` stage: the scene of `params.synthesize` into data/synthetic/."""
     return synthesize(params.synthesize, params.seed, paths.synthetic_dir, progress)
+
+
+def run_target(params, paths, progress: bool = True) -> dict:
+    """The `adapt_synthesize` stage: the target acquisition of `params.adapt.synthetic` into data/adapt/."""
+    return synthesize_target(params.synthesize, params.adapt.synthetic, params.seed, paths.adapt_target_synthetic,
+                             progress)

@@ -1,0 +1,1 @@
+"""Attention-guided semi-supervised adversarial domain adaptation (README, "Domain adaptation")."""
