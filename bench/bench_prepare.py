@@ -1,72 +1,82 @@
-"""Peak memory and wall time of `prepare` and `split` on the full PRISMA size (234 x 1215 x 1091).
+"""How `prepare` grows with the scene: wall time and peak RSS against scene size, ours and a naive version.
 
-Compares `prepare` with a straightforward in-memory implementation run on the
-same input in the same run. Writes bench/prepare.json.
+Scenes of 1/16 and 1/4 of the full PRISMA area (234 bands, the aspect of
+1215 x 1091) are synthesized in this process (not measured); then `hsixai
+prepare` and a straightforward in-memory prepare each run in their own
+process on the same input, so each peak RSS is that process's own. The full
+size itself is measured by bench_pipeline.py in the same `make bench` run.
+A bare `hsixai --help` gives the fixed cost of starting the command (Python,
+numpy, torch imports). Writes bench/prepare.json.
 
-    .venv/bin/python bench/bench_prepare.py [--height 1215 --width 1091]
+    .venv/bin/python bench/bench_prepare.py [--quick]
 """
 
 from __future__ import annotations
 
-import argparse
+import math
 import shutil
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from common import SCRATCH, measure, save, write_params
+from bench_pipeline import PRISMA, naive_prepare
+from common import SCRATCH, figure, measure, options, save, write_params
 
-PRISMA = {"height": 1215, "width": 1091, "bands": 234}
+AREA_FRACTIONS = (1 / 16, 1 / 4)
 
 
-def naive_prepare(root: Path) -> None:
-    """What one writes first: load everything, delete bands, scale with whole-cube temporaries."""
+def scene(fraction: float) -> tuple[int, int]:
+    side = math.sqrt(fraction)
+    return round(PRISMA["height"] * side), round(PRISMA["width"] * side)
+
+
+def synthesized_root(height: int, width: int) -> Path:
     from hsixai.config import load_params
+    from hsixai.data import synthetic
+    from hsixai.paths import Paths
 
-    params = load_params(root / "params.yaml")
-    cube = np.load(root / params.data.raw_dir / "hsi.npy")
-    cube = np.delete(cube, params.data.removed_band_indices(), axis=0)
-    lo = cube.min(axis=(1, 2), keepdims=True)
-    hi = cube.max(axis=(1, 2), keepdims=True)
-    scaled = np.clip((cube - lo) / (hi - lo), 0, 1).astype(np.float32)
-    out = root / "naive"
-    out.mkdir(exist_ok=True)
-    np.save(out / "cube.npy", scaled)
+    root = SCRATCH / f"prepare-{height}x{width}"
+    shutil.rmtree(root, ignore_errors=True)
+    write_params(root, {"synthesize": {**PRISMA, "height": height, "width": width}})
+    synthetic.run(load_params(root / "params.yaml"), Paths.at(root), progress=False)
+    return root
+
+
+def bench_size(height: int, width: int) -> dict:
+    root = synthesized_root(height, width)
+    ours = measure([sys.executable, "-m", "hsixai.cli", "--no-progress", "prepare"], root)
+    naive = measure([sys.executable, __file__, "--naive-run", str(root)], root)
+    a, b = np.load(root / "data/prepared/cube.npy", mmap_mode="r"), np.load(root / "naive/cube.npy", mmap_mode="r")
+    same = bool(np.allclose(a[::17], b[::17], atol=1e-6))
+    shutil.rmtree(root, ignore_errors=True)
+    row = {"height": height, "width": width, "megapixels": round(height * width / 1e6, 3),
+           "cube_gb": round(PRISMA["bands"] * height * width * 4 / 1e9, 3), "ours": ours, "naive": naive,
+           "same_output": same}
+    print(f"prepare {height}x{width}: ours {ours['wall_s']} s {ours['peak_rss_mb']} MB, "
+          f"naive {naive['wall_s']} s {naive['peak_rss_mb']} MB", flush=True)
+    return row
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--height", type=int, default=PRISMA["height"])
-    parser.add_argument("--width", type=int, default=PRISMA["width"])
-    parser.add_argument("--keep", action="store_true", help="keep the generated scene in bench/scratch")
-    args = parser.parse_args()
-    root = SCRATCH / f"prepare-{args.height}x{args.width}"
-    shutil.rmtree(root, ignore_errors=True)
-    write_params(root, {"synthesize": {"height": args.height, "width": args.width, "bands": PRISMA["bands"]},
-                        "xai": {"samples_per_class": 512}})
-    hsixai = ["hsixai", "--no-progress"]
-    figures = {"synthesize": measure(hsixai + ["synthesize"], root)}
-    figures["prepare"] = measure(hsixai + ["prepare"], root)
-    figures["split"] = measure(hsixai + ["split"], root)
-    figures["prepare_naive"] = measure([sys.executable, __file__, "--naive-run", str(root)], root)
-    ours, naive = np.load(root / "data/prepared/cube.npy", mmap_mode="r"), np.load(root / "naive/cube.npy", mmap_mode="r")
-    same = bool(np.allclose(ours[::17], naive[::17], atol=1e-6))
-    result = {
-        "scene": [PRISMA["bands"], args.height, args.width],
-        "cube_gb": round(PRISMA["bands"] * args.height * args.width * 4 / 1e9, 3),
-        "stages": figures,
-        "prepare_vs_naive": {"peak_rss_ratio": round(figures["prepare_naive"]["peak_rss_mb"] / figures["prepare"]["peak_rss_mb"], 2),
-                             "wall_ratio": round(figures["prepare_naive"]["wall_s"] / figures["prepare"]["wall_s"], 2),
-                             "same_output": same},
-    }
-    print(save("prepare", result).read_text())
-    if not args.keep:
-        shutil.rmtree(root, ignore_errors=True)
+    args = options(__doc__)
+    fractions = AREA_FRACTIONS[:1] if args.quick else AREA_FRACTIONS
+    startup = measure([sys.executable, "-m", "hsixai.cli", "--help"], SCRATCH)
+    sizes = [bench_size(*scene(f)) for f in fractions]
+    figures = [figure("command_startup_s", startup["wall_s"], "s", "hsixai --help: interpreter and imports"),
+               figure("command_startup_peak_rss_mb", startup["peak_rss_mb"], "MB")]
+    for row in sizes:
+        tag = f"{row['height']}x{row['width']}"
+        figures += [figure(f"prepare_wall_s_{tag}", row["ours"]["wall_s"], "s"),
+                    figure(f"prepare_peak_rss_mb_{tag}", row["ours"]["peak_rss_mb"], "MB"),
+                    figure(f"prepare_naive_wall_s_{tag}", row["naive"]["wall_s"], "s"),
+                    figure(f"prepare_naive_peak_rss_mb_{tag}", row["naive"]["peak_rss_mb"], "MB")]
+    print(f"wrote {save('prepare', {'figures': figures, 'startup': startup, 'sizes': sizes}, args.device)}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "--naive-run":
         naive_prepare(Path(sys.argv[2]))
     else:
+        SCRATCH.mkdir(parents=True, exist_ok=True)
         main()

@@ -1,36 +1,42 @@
-"""Patch batches per second and training overhead, ours against the baselines, in one run.
+"""Patch batches per second and training throughput, ours against the baselines, in one run.
 
-1. Patch batches/s at p = 5, 9, 15, 21: `PatchSampler` (one indexing operation
-   per batch) against a per-sample `Dataset` + `DataLoader(num_workers=2)`
-   slicing the same standardised, padded cube.
-2. Training overhead: a training epoch with batches gathered on the fly
-   (`train.train_epoch` over `PatchSampler.batches`) against the same
-   forward/backward/step on pre-built batches, per model and patch size.
+1. Patch batches/s per patch size: `PatchSampler` (one indexing operation per
+   batch) against a per-sample `Dataset` + `DataLoader(num_workers=2)` slicing
+   the same standardised, padded cube.
+2. Training throughput (samples/s) and overhead: a training epoch with batches
+   gathered on the fly (`train.train_epoch` over `PatchSampler.batches`) against
+   the same forward/backward/step on pre-built batches, per model and patch size
+   (3 to 21); the seconds per sample give the cost's growth with the patch.
 
-Both sides of each comparison run in this process, alternately, several times;
-medians are reported. Writes bench/train.json.
+Both sides of each comparison run in this process, taking turns, several
+times; medians are reported. Writes bench/train.json.
 
-    .venv/bin/python bench/bench_train.py [--quick]
+    .venv/bin/python bench/bench_train.py [--quick] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
-import statistics
-import time
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common import default_scene, save
+from common import alternate, default_scene, figure, options, save
 
 from hsixai.config import load_params
 from hsixai.data.patches import labelled_pixels, load_sampler
 from hsixai.models import build_model
 from hsixai.paths import Paths
 from hsixai.train import Split, train_epoch
+
+PATCH_SIZES = (3, 5, 9, 15, 21)
+MODELS = ("cnn2d", "vit")
+
+
+def training_batches(p: int, most: int) -> int:
+    """Batches per timed epoch: `most` up to p = 9, then fewer as a sample's cost grows with p^2 (3 at least)."""
+    return max(3, min(most, round(most * (9 / p) ** 2)))
 
 
 class NaivePatches(Dataset):
@@ -47,24 +53,17 @@ class NaivePatches(Dataset):
         return torch.from_numpy(self.padded[:, r:r + self.p, c:c + self.p].copy()), int(self.labels[i])
 
 
-def median_time(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def bench_gather(paths: Paths, p: int, batch: int, repeats: int) -> dict:
-    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, "cpu")
-    rows, cols, labels = labelled_pixels(np.load(paths.split_dir / "train_labels.npy"))
+def bench_gather(paths: Paths, p: int, batch: int, repeats: int, device: str) -> dict:
+    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
+    train_map = np.load(paths.split_dir / "train_labels.npy")
+    rows, cols, labels = labelled_pixels(train_map)
     n_batches = int(np.ceil(len(rows) / batch))
-    split = Split.from_labels(sampler, np.load(paths.split_dir / "train_labels.npy"))
-    # The same standardised, padded cube for the baseline, in [bands, H, W] layout.
-    padded = sampler.flat.numpy().reshape(sampler.height + p - 1, sampler.width + p - 1, -1).transpose(2, 0, 1).copy()
+    split = Split.from_labels(sampler, train_map)
+    # The same standardised, padded cube for the baseline, in [bands, H, W] layout, on the host.
+    padded = sampler.flat.cpu().numpy().reshape(sampler.height + p - 1, sampler.width + p - 1, -1)
+    padded = padded.transpose(2, 0, 1).copy()
     loader = DataLoader(NaivePatches(padded, rows, cols, labels, p), batch_size=batch, shuffle=True,
-                        num_workers=2, persistent_workers=True)
+                        num_workers=2, persistent_workers=True, pin_memory=device == "cuda")
     generator = torch.Generator().manual_seed(0)
 
     def ours():
@@ -73,32 +72,30 @@ def bench_gather(paths: Paths, p: int, batch: int, repeats: int) -> dict:
 
     def naive():
         for x, _ in loader:
-            x.sum()
+            x.to(device, non_blocking=True).sum()
 
-    ours(), naive()  # warm-up: caches, worker start
-    t_ours, t_naive = [], []
-    for _ in range(repeats):  # alternate, so drift on a shared machine hits both sides alike
-        t_ours.append(median_time(ours, 1))
-        t_naive.append(median_time(naive, 1))
+    t = alternate({"ours": ours, "naive": naive}, repeats, device)
     del loader
     return {"patch_size": p, "batch_size": batch, "batches": n_batches,
-            "ours_batches_per_s": round(n_batches / statistics.median(t_ours), 1),
-            "naive_batches_per_s": round(n_batches / statistics.median(t_naive), 1),
-            "speedup": round(statistics.median(t_naive) / statistics.median(t_ours), 1)}
+            "ours_batches_per_s": round(n_batches / t["ours"], 1),
+            "naive_batches_per_s": round(n_batches / t["naive"], 1),
+            "speedup": round(t["naive"] / t["ours"], 2)}
 
 
-def bench_overhead(paths: Paths, model_name: str, p: int, batch: int, n_batches: int, repeats: int) -> dict:
-    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, "cpu")
+def bench_training(paths: Paths, model_name: str, p: int, batch: int, n_batches: int, repeats: int,
+                   device: str) -> dict:
+    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
     split = Split.from_labels(sampler, np.load(paths.split_dir / "train_labels.npy"))
     n = min(len(split), batch * n_batches)
     centres, labels = split.centres[:n], split.labels[:n]
     torch.manual_seed(0)
-    model = build_model(model_name, sampler.n_bands, 6, p, 15)
+    model = build_model(model_name, sampler.n_bands, 6, p, 15).to(device)
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-4)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0)  # a scheduler step costs alike
-    weights = torch.ones(6)
+    weights = torch.ones(6, device=device)
     generator = torch.Generator().manual_seed(0)
-    prebuilt = [(x.contiguous(), y) for x, y in sampler.batches(centres, labels, batch, torch.Generator().manual_seed(0))]
+    prebuilt = [(x.contiguous(), y)
+                for x, y in sampler.batches(centres, labels, batch, torch.Generator().manual_seed(0))]
 
     def ours():
         train_epoch(model, sampler.batches(centres, labels, batch, generator), optimiser, schedule, weights)
@@ -106,39 +103,54 @@ def bench_overhead(paths: Paths, model_name: str, p: int, batch: int, n_batches:
     def pure():
         train_epoch(model, prebuilt, optimiser, schedule, weights)
 
-    ours(), pure()  # warm-up
-    t_ours, t_pure = [], []
-    for _ in range(repeats):
-        t_ours.append(median_time(ours, 1))
-        t_pure.append(median_time(pure, 1))
+    t = alternate({"ours": ours, "pure": pure}, repeats, device)
     return {"model": model_name, "patch_size": p, "batch_size": batch, "samples": n,
-            "samples_per_s": round(n / statistics.median(t_ours), 1),
-            "overhead_ratio": round(statistics.median(t_ours) / statistics.median(t_pure), 3)}
+            "samples_per_s": round(n / t["ours"], 1), "ms_per_sample": round(1000 * t["ours"] / n, 4),
+            "pure_samples_per_s": round(n / t["pure"], 1),
+            "overhead_ratio": round(t["ours"] / t["pure"], 3)}
+
+
+def figures_of(gather: list[dict], training: list[dict], batch: int) -> list[dict]:
+    out = []
+    for row in gather:
+        p = row["patch_size"]
+        out += [figure(f"gather_speedup_p{p}", row["speedup"], "x",
+                       f"PatchSampler vs per-sample Dataset + DataLoader(num_workers=2), batch {batch}"),
+                figure(f"gather_batches_per_s_p{p}", row["ours_batches_per_s"], "batches/s"),
+                figure(f"gather_naive_batches_per_s_p{p}", row["naive_batches_per_s"], "batches/s")]
+    for row in training:
+        tag = f"{row['model']}_p{row['patch_size']}"
+        out += [figure(f"train_samples_per_s_{tag}", row["samples_per_s"], "samples/s", f"batch {batch}"),
+                figure(f"train_overhead_ratio_{tag}", row["overhead_ratio"], "ratio",
+                       "training epoch with on-the-fly batches / forward-backward-step on pre-built batches")]
+    return out
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer repetitions and batches (a smoke run)")
-    args = parser.parse_args()
-    repeats, n_batches = (2, 4) if args.quick else (5, 12)
-    root = default_scene("train")
+    args = options(__doc__)
+    repeats, n_batches = (1, 2) if args.quick else (5, 12)
+    patch_sizes = (3, 9) if args.quick else PATCH_SIZES
+    root = default_scene(f"train-{args.device}")
     paths = Paths.at(root)
     batch = load_params(root / "params.yaml").train.batch_size
 
-    gather = [bench_gather(paths, p, batch, repeats) for p in (5, 9, 15, 21)]
-    for row in gather:
-        print(f"gather p={row['patch_size']:2d}: {row['speedup']}x  ({row['ours_batches_per_s']} vs "
+    gather = []
+    for p in patch_sizes:
+        gather.append(bench_gather(paths, p, batch, repeats, args.device))
+        row = gather[-1]
+        print(f"gather p={p:2d}: {row['speedup']}x  ({row['ours_batches_per_s']} vs "
               f"{row['naive_batches_per_s']} batches/s)", flush=True)
-    overhead = []
-    for model_name in ("cnn2d", "vit"):
-        for p in (5, 9, 15, 21):
-            row = bench_overhead(paths, model_name, p, batch, n_batches, repeats)
-            overhead.append(row)
-            print(f"overhead {model_name} p={p:2d}: {row['overhead_ratio']}  ({row['samples_per_s']} samples/s)",
+    training = []
+    for model_name in MODELS:
+        for p in patch_sizes:
+            training.append(bench_training(paths, model_name, p, batch, training_batches(p, n_batches), repeats,
+                                           args.device))
+            row = training[-1]
+            print(f"train {model_name} p={p:2d}: {row['samples_per_s']} samples/s, overhead {row['overhead_ratio']}",
                   flush=True)
-    out = save("train", {"scene": "default synthetic (params.yaml)", "repeats": repeats,
-                         "gather": gather, "training_overhead": overhead})
-    print(f"wrote {out}")
+    result = {"figures": figures_of(gather, training, batch), "scene": "default synthetic (params.yaml)",
+              "repeats": repeats, "gather": gather, "training": training}
+    print(f"wrote {save('train', result, args.device)}")
     shutil.rmtree(root, ignore_errors=True)
 
 

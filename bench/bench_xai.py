@@ -1,21 +1,22 @@
 """Attribution throughput and the consistency stage, ours against the straightforward versions, in one run.
 
-1. Integrated Gradients (50 steps) inside NoiseTunnel (smoothgrad_sq, 10 samples)
-   on the same samples, p = 5 and 9, both models: `attribute_instance` (every
-   class in one batch with per-sample targets, internal batching) against one
-   class at a time in batches of 4 with no internal batching.
-2. The consistency scores with 250 bootstrap replicates at the published size
+1. Integrated Gradients with params.yaml's settings (50 steps inside a
+   NoiseTunnel, smoothgrad_sq, 10 samples) on the same samples, p = 5 and 9,
+   both models: `attribute_instance` (every class in one batch with per-sample
+   targets, internal batching) against one class at a time in batches of 4
+   with no internal batching. At p = 3, 15 and 21 ours alone, for the growth of
+   the cost with the patch size.
+2. The consistency scores with 100 bootstrap replicates at the published size
    (512 samples per class, 6 classes, 2 instances, 174 bands): `scores`
    against a per-sample Python loop of scipy's `jensenshannon`.
 
-Medians of alternating repetitions. Writes bench/xai.json.
+Medians of alternating repetitions (the slow scipy loop runs once). Writes bench/xai.json.
 
-    .venv/bin/python bench/bench_xai.py [--quick]
+    .venv/bin/python bench/bench_xai.py [--quick] [--device cpu|cuda]
 """
 
 from __future__ import annotations
 
-import argparse
 import shutil
 import statistics
 import time
@@ -25,7 +26,7 @@ import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
 from scipy.spatial.distance import jensenshannon
 
-from common import default_scene, save
+from common import alternate, default_scene, figure, options, save
 
 from hsixai.config import XaiConfig
 from hsixai.data.patches import labelled_pixels, load_sampler
@@ -33,6 +34,9 @@ from hsixai.models import build_model
 from hsixai.paths import Paths
 from hsixai.xai.attributions import attribute_instance, spectral_profiles
 from hsixai.xai.consistency import Profiles, scores
+
+COMPARED_PATCH_SIZES = (5, 9)  # ours against the straightforward procedure
+SCALING_PATCH_SIZES = (3, 15, 21)  # ours alone, for the growth with the patch (3 to 21 with the above)
 
 
 def timed(fn) -> float:
@@ -51,38 +55,36 @@ def straightforward_attribution(model, sampler, centres, targets, cfg: XaiConfig
             idx = members[start:start + 4]
             a = tunnel.attribute(sampler.gather(centres[idx]), nt_type=cfg.nt_type, nt_samples=cfg.nt_samples,
                                  stdevs=cfg.stdevs, baselines=0.0, target=int(k), n_steps=cfg.n_steps)
-            out[idx.numpy()] = spectral_profiles(a.detach()).numpy()
+            out[idx.cpu().numpy()] = spectral_profiles(a.detach()).cpu().numpy()
     return out
 
 
-def bench_attribution(paths: Paths, name: str, p: int, per_class: int, repeats: int,
-                      internal_sizes: list[int]) -> dict:
-    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, "cpu")
+def xai_sample(paths: Paths, sampler, per_class: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first `per_class` pixels of each class of the xAI sample: patch corners and targets."""
     rows, cols, labels = labelled_pixels(np.load(paths.split_dir / "xai_labels.npy"))
     pick = np.concatenate([np.flatnonzero(labels == k)[:per_class] for k in np.unique(labels)])
-    centres, targets = sampler.centres(rows[pick], cols[pick]), torch.from_numpy(labels[pick])
+    return sampler.centres(rows[pick], cols[pick]), torch.from_numpy(labels[pick]).to(sampler.device)
+
+
+def bench_attribution(paths: Paths, name: str, p: int, per_class: int, repeats: int, device: str,
+                      with_naive: bool) -> dict:
+    """Samples/s of `attribute_instance` (params.yaml's IG settings) and, if asked, of the straightforward way."""
+    sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
+    centres, targets = xai_sample(paths, sampler, per_class)
     torch.manual_seed(0)
-    model = build_model(name, sampler.n_bands, 6, p, 15).eval()
-    n = len(pick)
-    result = {"model": name, "patch_size": p, "samples": n}
-    attribute_instance(model, sampler, centres[:2], targets[:2], XaiConfig(), seed=0)  # warm-up
-    naive_times = []
-    ours_times: dict[int, list[float]] = {size: [] for size in internal_sizes}
-    for _ in range(repeats):  # alternate the sides so machine drift hits both
-        naive_times.append(timed(lambda: straightforward_attribution(model, sampler, centres, targets, XaiConfig())))
-        for size in internal_sizes:
-            cfg = XaiConfig(internal_batch_size=size)
-            ours_times[size].append(timed(lambda: attribute_instance(model, sampler, centres, targets, cfg, seed=0)))
-    naive = statistics.median(naive_times)
-    per_size = {size: statistics.median(t) for size, t in ours_times.items()}
-    best = min(per_size, key=per_size.get)
-    result.update({
-        "naive_samples_per_s": round(n / naive, 3),
-        "ours_samples_per_s_by_internal_batch": {str(s): round(n / t, 3) for s, t in per_size.items()},
-        "best_internal_batch_size": best,
-        "speedup": round(naive / per_size[best], 2),
-    })
-    return result
+    model = build_model(name, sampler.n_bands, 6, p, 15).to(device).eval()
+    cfg = XaiConfig()
+    n = len(centres)
+    sides = {"ours": lambda: attribute_instance(model, sampler, centres, targets, cfg, seed=0)}
+    if with_naive:
+        sides["naive"] = lambda: straightforward_attribution(model, sampler, centres, targets, cfg)
+    attribute_instance(model, sampler, centres[:2], targets[:2], cfg, seed=0)  # warm-up, on little
+    t = alternate(sides, repeats, device, warm_up=False)
+    row = {"model": name, "patch_size": p, "samples": n, "internal_batch_size": cfg.internal_batch_size,
+           "ours_samples_per_s": round(n / t["ours"], 3), "ours_s_per_sample": round(t["ours"] / n, 4)}
+    if with_naive:
+        row.update(naive_samples_per_s=round(n / t["naive"], 3), speedup=round(t["naive"] / t["ours"], 2))
+    return row
 
 
 def naive_consistency(data: Profiles, replicates: int, seed: int) -> tuple[float, float]:
@@ -139,26 +141,49 @@ def bench_consistency(replicates: int, repeats: int) -> dict:
                                          and np.isclose(ours["consistency_instances"], naive_point[1]))}
 
 
+def figures_of(attribution: list[dict], consistency: dict) -> list[dict]:
+    out = []
+    for row in attribution:
+        tag = f"{row['model']}_p{row['patch_size']}"
+        out.append(figure(f"attribution_samples_per_s_{tag}", row["ours_samples_per_s"], "samples/s",
+                          f"IG {XaiConfig().n_steps} steps x NoiseTunnel {XaiConfig().nt_samples}, all classes per "
+                          f"batch, internal_batch_size {row['internal_batch_size']}"))
+        if "speedup" in row:
+            out += [figure(f"attribution_naive_samples_per_s_{tag}", row["naive_samples_per_s"], "samples/s",
+                           "one class at a time, batches of 4, no internal batching"),
+                    figure(f"attribution_speedup_{tag}", row["speedup"], "x")]
+    out += [figure("consistency_s", consistency["ours_s"], "s",
+                   f"{consistency['replicates']} bootstrap replicates, {consistency['samples']} samples x "
+                   f"{consistency['instances']} instances x {consistency['bands']} bands"),
+            figure("consistency_naive_s", consistency["naive_s"], "s", "per-sample loop of scipy jensenshannon"),
+            figure("consistency_speedup", consistency["speedup"], "x",
+                   f"same point estimates: {consistency['same_point_estimates']}")]
+    return out
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="fewer samples and repetitions (a smoke run)")
-    args = parser.parse_args()
+    args = options(__doc__)
     per_class, repeats = (1, 1) if args.quick else (2, 3)
-    root = default_scene("xai")
+    compared, scaling = ((5,), (3,)) if args.quick else (COMPARED_PATCH_SIZES, SCALING_PATCH_SIZES)
+    root = default_scene(f"xai-{args.device}")
     paths = Paths.at(root)
     attribution = []
     for name in ("cnn2d", "vit"):
-        for p in (5, 9):
-            row = bench_attribution(paths, name, p, per_class, repeats, [256, 1024])
+        for p in sorted(compared + scaling):
+            with_naive = p in compared
+            # Outside the comparison only our side runs, on one sample per class: the growth with p is the point.
+            row = bench_attribution(paths, name, p, per_class if with_naive else 1, repeats if with_naive else 1,
+                                    args.device, with_naive)
             attribution.append(row)
-            print(f"attribution {name} p={p}: {row['speedup']}x (internal batch {row['best_internal_batch_size']}; "
-                  f"{row['naive_samples_per_s']} -> {max(row['ours_samples_per_s_by_internal_batch'].values())} "
-                  f"samples/s)", flush=True)
-    consistency = bench_consistency(25 if args.quick else 250, repeats)
+            vs = f", {row['speedup']}x the straightforward {row['naive_samples_per_s']}" if with_naive else ""
+            print(f"attribution {name} p={p:2d}: {row['ours_samples_per_s']} samples/s{vs}", flush=True)
+    consistency = bench_consistency(25 if args.quick else 100, repeats)
     print(f"consistency: {consistency['speedup']}x ({consistency['naive_s']} s -> {consistency['ours_s']} s)")
-    out = save("xai", {"attribution": attribution, "consistency": consistency,
-                       "ig": {"n_steps": 50, "nt_type": "smoothgrad_sq", "nt_samples": 10, "stdevs": 0.2}})
-    print(f"wrote {out}")
+    ig = {k: getattr(XaiConfig(), k) for k in ("n_steps", "method", "nt_type", "nt_samples", "stdevs",
+                                               "internal_batch_size")}
+    result = {"figures": figures_of(attribution, consistency), "attribution": attribution,
+              "consistency": consistency, "ig": ig}
+    print(f"wrote {save('xai', result, args.device)}")
     shutil.rmtree(root, ignore_errors=True)
 
 
