@@ -222,6 +222,9 @@ class AdaptConfig:
     t_lr: float = 0.0001
     d_target_pixels: Literal["labelled", "all"] = "labelled"
     feature_attention: bool = False  # also gate the target segmenter's feature map
+    # T's BatchNorm while adapting: target batch statistics (and running target statistics for inference),
+    # or frozen at S's. The `adabn` arm measures what target statistics alone are worth.
+    target_batchnorm: Literal["target", "source"] = "target"
     patience: int = 5  # iterations both losses must stay within `tolerance` to stop early
     tolerance: float = 0.05  # relative range of a loss over the patience window
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -8,7 +8,7 @@ from .conftest import run
 
 pytestmark = pytest.mark.pipeline
 
-ARMS = ("source_only", "finetune", "binary", "kplus1", "kplus1_attention")
+ARMS = ("source_only", "adabn", "finetune", "binary", "kplus1", "kplus1_attention")
 ADAPT_STAGES = {"synthesize", "adapt_synthesize", "adapt_prepare", "adapt_pretrain", "adapt", "adapt_evaluate"}
 
 
@@ -32,7 +32,7 @@ def test_adapt_stages_write_the_ablation(dvc_repo):
     assert (dvc_repo / "figures/adapt/maps.png").stat().st_size > 10_000
     train = json.loads((dvc_repo / "metrics/adapt_train.json").read_text())
     assert {r["arm"] for r in train["runs"]} == set(ARMS) - {"source_only"}
-    assert all(1 <= r["iterations"] <= 2 for r in train["runs"])
+    assert all(1 <= r["iterations"] <= 2 for r in train["runs"] if r["arm"] != "adabn")
 
     from mlflow.tracking import MlflowClient
 

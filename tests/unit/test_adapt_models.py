@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from hsixai.adapt.adversarial import Adaptation, Adversary, converged, masked, pixel_ce
+from hsixai.adapt.adversarial import Adaptation, Adversary, adabn, batchnorm_on_target, converged, masked, pixel_ce
 from hsixai.adapt.models import AttentionGate, Discriminator, Segmenter
 from hsixai.config import AdaptConfig
 
@@ -97,3 +97,38 @@ def test_converged_needs_a_full_quiet_window():
     assert not converged([1.0, 1.0], patience=3, tolerance=0.05)
     assert converged([5.0, 1.0, 1.01, 0.99], patience=3, tolerance=0.05)
     assert not converged([1.0, 1.2, 1.0], patience=3, tolerance=0.05)
+
+
+def test_adabn_sets_batchnorm_statistics_to_the_targets_and_nothing_else():
+    job = _tiny_job("finetune")
+    net = adabn(job.source, job.x_t)
+    assert not net.training
+    for p, q in zip(job.source.parameters(), net.parameters()):
+        assert torch.equal(p, q)
+    # What each BatchNorm sees on one training-mode pass over the target, by module name.
+    probe, seen = batchnorm_on_target(copy.deepcopy(job.source)), {}
+
+    def record(name):
+        def hook(module, args):  # returns None: the input goes on unchanged
+            seen[name] = args[0].mean((0, 2, 3))
+        return hook
+
+    for name, module in probe.named_modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.register_forward_pre_hook(record(name))
+    with torch.no_grad():
+        probe(job.x_t)
+    adapted = {n: m for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
+    assert seen.keys() == adapted.keys() and seen
+    for name, mean in seen.items():
+        assert torch.allclose(adapted[name].running_mean, mean, atol=1e-5), name
+        assert not torch.allclose(adapted[name].running_mean, dict(job.source.named_modules())[name].running_mean)
+
+
+@pytest.mark.parametrize("mode", ["target", "source"])
+def test_target_batchnorm_moves_running_statistics_only_when_asked(mode):
+    job = _tiny_job("kplus1", target_batchnorm=mode)
+    before = {n: b.clone() for n, b in job.target.named_buffers() if n.endswith("running_mean")}
+    job.run()
+    changed = any(not torch.equal(b, before[n]) for n, b in job.target.named_buffers() if n in before)
+    assert changed == (mode == "target")

@@ -1,10 +1,13 @@
 """`adapt` stage: the target segmenter T of every ablation arm and seed.
 
 T starts as a copy of the frozen source segmenter S with its final 1x1
-classifier frozen; its BatchNorm statistics stay the source's (T runs in eval
-mode), so only weights move. One iteration = `d_steps` discriminator steps,
+classifier frozen. With `adapt.target_batchnorm: target` its BatchNorm layers
+normalise with target batch statistics while adapting and keep running target
+statistics for inference; with `source` they stay S's, so only weights move. One iteration = `d_steps` discriminator steps,
 then `t_steps` segmenter steps. Arms:
 
+    adabn             no training: S with its BatchNorm statistics re-estimated on the whole target scene
+                      (what target statistics alone are worth, the reference for every trained arm)
     finetune          T on the few target labels alone (cross-entropy through the frozen classifier)
     binary            D says source vs target; T makes its target pixels look "source"
     kplus1            D says "source pixel of class k" (0..K-1) or "target pixel" (K); T makes each labelled
@@ -32,7 +35,27 @@ from .data import load_prepared, random_tile
 from .models import AttentionGate, Discriminator, Segmenter, freeze, load_segmenter, save_segmenter
 from .pretrain import EXPERIMENT, device_of, seeds
 
-ARMS = ("finetune", "binary", "kplus1", "kplus1_attention")
+ARMS = ("adabn", "finetune", "binary", "kplus1", "kplus1_attention")
+
+
+def batchnorm_on_target(net: torch.nn.Module) -> torch.nn.Module:
+    """BatchNorm layers in training mode: batch statistics, running statistics updated; the rest unchanged."""
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.train()
+    return net
+
+
+def adabn(source: Segmenter, x_t: torch.Tensor) -> Segmenter:
+    """S with every BatchNorm's running statistics replaced by those of one pass over the target scene."""
+    net = copy.deepcopy(source)
+    for module in net.modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            module.reset_running_stats()
+            module.momentum = None  # a cumulative average: exactly this pass's statistics
+    with torch.no_grad():
+        batchnorm_on_target(net)(x_t)
+    return net.eval()
 
 
 def masked(labels: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -111,7 +134,9 @@ class Adaptation:
         self.target = copy.deepcopy(self.source)
         for p in self.target.body.parameters():
             p.requires_grad_(True)
-        self.target.eval()  # BatchNorm keeps the source's statistics; the classifier stays frozen
+        self.target.eval()  # the classifier stays frozen; BatchNorm as adapt.target_batchnorm says
+        if cfg.target_batchnorm == "target":
+            batchnorm_on_target(self.target)
         self.x_t, self.few, self.y_s = x_t, few, y_s
         self.adaptation_pixels = few >= 0 if cfg.d_target_pixels == "labelled" else torch.ones_like(few, dtype=torch.bool)
         with torch.no_grad():
@@ -180,6 +205,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     for i, seed in enumerate(seeds(params)):
         source, _ = load_segmenter(paths.adapt_source_models / f"source_{seed}.pt", device)
         for arm in ARMS:
+            if arm == "adabn":
+                records.append({"seed": seed, "arm": arm, "iterations": 0, "loss_d": [], "loss_t": []})
+                nets.append(adabn(source, prep.target))
+                continue
             job = Adaptation(copy.deepcopy(source), arm, params.adapt, params.n_classes, seed,
                              prep.source, prep.source_train, prep.target, prep.target_few[i])
             record = {"seed": seed, **job.run()}

@@ -23,8 +23,8 @@ from .pretrain import EXPERIMENT, device_of, seeds
 
 ALL_ARMS = ("source_only", *ARMS)
 KEYS = ("oa", "aa", "kappa", "f1_macro", "miou")
-TITLES = {"source_only": "source-only S", "finetune": "T, few labels only", "binary": "binary D",
-          "kplus1": "K+1 D", "kplus1_attention": "K+1 D + attention"}
+TITLES = {"source_only": "source-only S", "adabn": "AdaBN (S, target statistics)",
+          "finetune": "T, few labels only", "binary": "binary D", "kplus1": "K+1 D", "kplus1_attention": "K+1 D + attention"}
 
 
 def scores(pred: np.ndarray, test: np.ndarray, n_classes: int) -> dict:
