@@ -37,12 +37,14 @@ PORT = 5000
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
 
-# Raw data (`dvc add`-ed .dvc files) and every stage output of dvc.lock, to or from the default DVC remote.
+# Raw data (`dvc add`-ed .dvc files) and every stage output of dvc.lock, to or from a DVC remote: the project's
+# directory remote `local` unless `make push DVC_REMOTE=name`.
+DVC_REMOTE = local
 push: setup
-	dvc push
+	dvc push -r $(DVC_REMOTE)
 
 pull: setup
-	dvc pull
+	dvc pull -r $(DVC_REMOTE)
 
 # Every bench/bench_*.py -> bench/results.{json,md} and docs/bench_*.png; `make bench BENCH_ARGS="--device cuda"`
 # on a GPU machine writes bench/results_cuda.* instead (see bench/run.py --help).
