@@ -229,7 +229,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     with tracking.stage_run("adapt", params, paths, experiment=EXPERIMENT) as mlrun:
         mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in
                           ("iterations", "d_steps", "t_steps", "d_lr", "t_lr", "d_target_pixels",
-                           "feature_attention", "patience", "tolerance")})
+                           "feature_attention", "target_batchnorm", "patience", "tolerance")})
         _log_curves(mlrun, records)
         mlrun.log_metrics({f"seconds_per_iteration.{a}": float(np.mean(v)) for a, v in per_iteration.items()})
         mlrun.log_output(paths.adapt_target_models)
