@@ -13,6 +13,9 @@ RAW_CUBE = "hsi.npy"
 RAW_TRAIN = "train_crops.npy"
 RAW_TEST = "test_crops.npy"
 RAW_WAVELENGTHS = "wavelengths.npy"
+RAW_FWHM = "fwhm.npy"  # optional: band widths (nm), as PRISMA products give them
+RAW_NODATA = "nodata.npy"  # optional: bool [H, W], True where the acquisition has no data
+RAW_GEOREF = "georef.json"  # optional: the map grid (src/hsixai/data/georef.py)
 
 
 @dataclass(frozen=True)
