@@ -321,3 +321,37 @@ def test_prepare_without_nodata_or_grid_is_unchanged(tmp_path):
     kept = np.load(paths.prepared_dir / "bands.npy")
     lo, hi = cube[kept].min(axis=(1, 2), keepdims=True), cube[kept].max(axis=(1, 2), keepdims=True)
     np.testing.assert_allclose(prepared, (cube[kept] - lo) / (hi - lo), rtol=0, atol=1e-6)  # every pixel counts
+
+
+# --------------------------------------------------------------------------- products that disagree with themselves
+def _edit(path: Path, edit) -> None:
+    with h5py.File(path, "r+") as fh:
+        edit(fh)
+
+
+def _swir_one_column_short(fh) -> None:
+    key = "HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/SWIR_Cube"
+    dn = fh[key][()]
+    del fh[key]
+    fh.create_dataset(key, data=dn[:, :, :-1])
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_swir_one_column_short, rf"expected the VNIR and SWIR cubes on the same rows and columns, found VNIR "
+                             rf"\({H}, 9, {W}\) and SWIR \({H}, 9, {W - 1}\)"),
+    (lambda fh: fh.attrs.__setitem__("L2ScaleSwirMax", np.float32(-0.5)),
+     r"expected L2ScaleSwirMax > L2ScaleSwirMin, found -0.5 <= -0.02"),
+    (lambda fh: fh.attrs.__setitem__("List_Cw_Swir_Flags", np.ones(8, np.uint8)),
+     r"SWIR_Cube: expected as many bands .* found shape \(6, 9, 7\) and 9, 9, 8 values"),
+    (lambda fh: fh.attrs.__setitem__("Epsg_Code", np.int32(999999)), r"Epsg_Code 999999: coordinate reference system"),
+    (lambda fh: fh.attrs.__setitem__("List_Fwhm_Vnir", np.zeros(9, np.float32)),
+     r"List_Fwhm_Vnir: expected positive band widths for the bands in use"),
+    (lambda fh: fh.attrs.__setitem__("L2ScaleVnirMin", np.bytes_("zero")),
+     r"root attribute 'L2ScaleVnirMin': expected numbers"),
+])
+def test_a_product_that_disagrees_with_itself_is_refused(tmp_path, edit, message):
+    product = write_prisma(tmp_path / "p.he5")
+    _edit(product.path, edit)
+    with pytest.raises(HsixaiError, match=message):
+        convert_product(tmp_path, product)
+    assert not (tmp_path / "raw").exists()
