@@ -87,14 +87,31 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How the training mask is divided into train and dev."""
+    """How the training mask is divided into train and dev, and the buffer against spatial leakage.
+
+    `buffer` (pixels): dev pixels within this Chebyshev distance of any train pixel are dropped, and
+    test pixels farther than it from every train pixel form the leak-free test subset. "auto" is the
+    radius of the largest patch in `sweep.patch_sizes`, so one split serves every point of a sweep.
+    """
 
     strategy: Literal["spatial", "random_stratified"] = "spatial"
     train_size: float = 0.6
     train_side: Literal["left", "right", "top", "bottom"] = "left"
+    buffer: int | Literal["auto"] = "auto"
+    # A class with fewer leak-free test pixels than this is reported and left out of the leak-free
+    # macro scores (AA, macro F1); its pixels still count in OA and kappa.
+    min_leakfree_pixels: int = 10
 
     def __post_init__(self) -> None:
         _check(0 < self.train_size < 1, "split.train_size", "a fraction in (0, 1)", self.train_size)
+        _check(self.buffer == "auto" or self.buffer >= 0, "split.buffer", "a non-negative integer or 'auto'",
+               self.buffer)
+        _check(self.min_leakfree_pixels >= 1, "split.min_leakfree_pixels", "a positive integer",
+               self.min_leakfree_pixels)
+
+    def resolve_buffer(self, sweep_patch_sizes: list[int]) -> int:
+        """The buffer in pixels: `buffer` itself, or for "auto" the radius of the largest swept patch."""
+        return max(sweep_patch_sizes) // 2 if self.buffer == "auto" else int(self.buffer)
 
 
 @dataclass(frozen=True)
@@ -283,6 +300,11 @@ class Params:
     def n_classes(self) -> int:
         return len(self.data.class_names)
 
+    @property
+    def split_buffer(self) -> int:
+        """The split's buffer in pixels (split.buffer, "auto" resolved against sweep.patch_sizes)."""
+        return self.split.resolve_buffer(self.sweep.patch_sizes)
+
 
 def load_params(path: str | Path) -> Params:
     """Read and validate params.yaml. Raises HsixaiError naming the key on any problem."""
@@ -346,12 +368,19 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         return [_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
-            if _is_instance(value, option):
+            if _matches(value, option):
                 return value
         raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
     if not _is_instance(value, tp):
         raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
     return float(value) if tp is float else value
+
+
+def _matches(value: Any, option: Any) -> bool:
+    """Whether `value` is one option of a union: a plain type, or a Literal such as "auto"."""
+    if typing.get_origin(option) is Literal:
+        return any(value == choice and type(value) is type(choice) for choice in typing.get_args(option))
+    return _is_instance(value, option)
 
 
 def _is_instance(value: Any, tp: type) -> bool:
@@ -364,6 +393,8 @@ def _is_instance(value: Any, tp: type) -> bool:
 
 def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in args)
     if args:
         return " or ".join(_type_name(a) for a in args)
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

@@ -49,18 +49,27 @@ def false_colour(rgb: np.ndarray, band_labels: Sequence[str], path: Path, title:
     _save(fig, path)
 
 
-def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Path) -> None:
-    """Label maps side by side (-1 = unlabelled, shown white), with one legend of class names."""
+def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Path, columns: int = 0) -> None:
+    """Label maps on a grid of `columns` per row (0 = one row), -1 = unlabelled shown white,
+    with one legend of class names."""
     k = len(class_names)
     cmap = ListedColormap(["#ffffff"] + class_colours(k))
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 4.2), squeeze=False)
-    for ax, (title, labels) in zip(axes[0], maps.items()):
+    columns = columns or len(maps)
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.9 * rows + 0.3), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (title, labels) in zip(axes.ravel(), maps.items()):
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a light frame shows the scene's extent around sparse masks
+            spine.set_edgecolor("#bbbbbb")
         ax.imshow(labels + 1, cmap=cmap, vmin=0, vmax=k, interpolation="nearest")
         ax.set_title(f"{title} ({int((labels >= 0).sum())} px)", fontsize=10)
-        ax.set_axis_off()
     handles = [Patch(color=c, label=n) for c, n in zip(class_colours(k), class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), frameon=False, fontsize=9)
-    fig.subplots_adjust(bottom=0.14, wspace=0.05)
+    fig.subplots_adjust(bottom=0.14 / rows, wspace=0.05, hspace=0.15)
     _save(fig, path)
 
 

@@ -113,6 +113,8 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
 # The profile of the published experiments (README, "Published profile").
 PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
 PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}
+# Its split's buffer: the radius of its own largest patch, as split.buffer "auto" gives a params sweep.
+PUBLISHED_BUFFER = max(PUBLISHED_PATCH_SIZES) // 2
 
 
 def points(params: Params, published: bool = False) -> list[tuple[str, int, dict]]:
@@ -121,7 +123,7 @@ def points(params: Params, published: bool = False) -> list[tuple[str, int, dict
     out = []
     for model, patch in product(params.sweep.models, sizes):
         extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
-                 "xai.samples_per_class": 512} if published else {}
+                 "xai.samples_per_class": 512, "split.buffer": PUBLISHED_BUFFER} if published else {}
         out.append((model, patch, extra))
     return out
 

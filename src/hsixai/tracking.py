@@ -107,7 +107,9 @@ class StageRun:
         re-ran (e.g. after an xAI params change) still shows every score.
         """
         wanted = {"train": {"f1_macro_val": "f1_macro_val"},
-                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test"},
+                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test",
+                               "f1_macro_leakfree": "f1_macro_test_leakfree", "oa_leakfree": "oa_test_leakfree",
+                               "kappa_leakfree": "kappa_test_leakfree"},
                   "consistency": {"consistency_jsdiv": "consistency_jsdiv",
                                   "consistency_instances": "consistency_instances"}}
         values = {}

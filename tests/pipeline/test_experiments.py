@@ -40,7 +40,8 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
     for parent in by_point.values():
-        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv"} <= set(parent.data.metrics)
+        assert {"f1_macro_val", "f1_macro_test", "f1_macro_test_leakfree", "oa_test_leakfree", "kappa_test_leakfree",
+                "consistency_jsdiv"} <= set(parent.data.metrics)
         assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")

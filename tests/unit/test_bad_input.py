@@ -40,7 +40,9 @@ GOOD_PARAMS = {
     "synthesize": {"height": HEIGHT, "width": WIDTH, "bands": N_BANDS, "subpixels": 3,
                    "min_parcel": 3, "max_parcel": 10, "labelled_fraction": 0.8, "test_fraction": 0.5},
     "data": {"raw_dir": "data/synthetic", "class_names": CLASS_NAMES, "remove_bands": REMOVED},
-    "split": {"strategy": "spatial", "train_size": 0.6, "train_side": "left"},
+    # No buffer: the 32 x 32 scene's parcels are too small for one (a 1 px buffer already leaves a class
+    # without dev pixels). The buffer's own bad-input cases use hand-made label maps.
+    "split": {"strategy": "spatial", "train_size": 0.6, "train_side": "left", "buffer": 0},
     "xai": {"samples_per_class": 4},
 }
 OUTPUT_DIRS = ("data/prepared", "data/split", "figures")
@@ -574,6 +576,80 @@ def test_split_prepared_meta_corrupt(scene, capsys):
 def test_split_negative_seed(scene, capsys):
     scene.set_params(seed=-1)
     scene.expect_error("split", capsys, "seed")
+
+
+# --------------------------------------------------------------------------- split: the buffer
+@pytest.mark.parametrize("value, found", [(-1, "found -1"), (2.5, "found 2.5"), ("big", "found 'big'"),
+                                          ("4", "found '4'"), (True, "found True")])
+def test_split_buffer_not_a_non_negative_integer_or_auto(scene, capsys, value, found):
+    scene.set_params(split={"buffer": value})
+    scene.expect_error("split", capsys, str(scene.params_path), "split.buffer", "or 'auto'", found)
+
+
+def _strips(scene: Scene) -> None:
+    """Hand-made prepared labels with known distances (rows 5k..5k+3 belong to class k).
+
+    Training mask: columns 2..11 per class (class 3: 2..9). The spatial split to the left gives train
+    columns 2..7 and dev 8..11 (class 3: train 2..6, dev 7..9, its outer dev rows 2 px from classes 2 and
+    4's train). So a 3 px buffer drops all 12 dev pixels of class 3 and keeps column 11 of the others.
+    Test mask: columns 20..29 per class, except class 2's 8 pixels in columns 0..1 (1-2 px from its
+    train) and class 5's 2 pixels in the corner. Train pixels: 5 x 24 + 20 = 140.
+    """
+    train = np.full((HEIGHT, WIDTH), -1, dtype=np.int8)
+    test = np.full((HEIGHT, WIDTH), -1, dtype=np.int8)
+    for k in range(6):
+        rows = slice(5 * k, 5 * k + 4)
+        train[rows, 2:10 if k == 3 else 12] = k
+        if k not in (2, 5):
+            test[rows, 20:30] = k
+    test[10:14, 0:2] = 2
+    test[31, 30:32] = 5
+    np.save(scene.root / "data/prepared/train_labels.npy", train)
+    np.save(scene.root / "data/prepared/test_labels.npy", test)
+    scene.rehash()
+
+
+def test_split_buffer_that_leaves_a_class_without_dev_pixels(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": 3})
+    scene.expect_error("split", capsys, "class 3 (rice)", "split.buffer=3", "drops all 12 dev pixels",
+                       "within 3 px of one of the 140 train pixels", "lower split.buffer")
+
+
+def test_split_auto_buffer_names_what_it_resolved_to(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": "auto"})  # the default sweep, 3..9: 4 px, more than any dev column's distance
+    scene.expect_error("split", capsys, "class 0 (durum wheat)", "split.buffer=auto -> 4 (largest of "
+                       "sweep.patch_sizes // 2)", "drops all 16 dev pixels")
+
+
+def test_split_random_stratified_with_a_buffer(scene, capsys):
+    # a 3 px buffer would need 7 dev columns side by side in a 4-row strip that has 6 dev pixels per row at most
+    _strips(scene)
+    scene.set_params(split={"strategy": "random_stratified", "buffer": 3})
+    scene.expect_error("split", capsys, "class 0 (durum wheat)", "split.buffer=3", "drops all 16 dev pixels",
+                       "use split.strategy: spatial, or split.buffer: 0")
+
+
+def test_split_buffer_that_leaves_a_class_without_leakfree_test_pixels(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": 2})
+    scene.expect_error("split", capsys, "class 2 (permanent grassland)", "split.buffer=2",
+                       "no leak-free test pixel", "all 8 test pixels lie within 2 px of a train pixel")
+
+
+def test_split_classes_with_few_leakfree_test_pixels_are_reported(scene, capsys, caplog):
+    _strips(scene)
+    scene.set_params(split={"buffer": 1})
+    rc, _, err = scene.run("split", capsys)
+    assert rc == 0, err
+    assert "class 2 (permanent grassland) has 4 leak-free test pixels (of 8)" in caplog.text  # a warning
+    assert "class 5 (olives) has 2 leak-free test pixels (of 2)" in caplog.text
+    summary = json.loads((scene.root / "data/split/split.json").read_text())
+    assert summary["buffer"] == 1 and summary["leakfree_classes_too_few"] == ["permanent grassland", "olives"]
+    assert list(summary["pixels"]["dev_dropped_by_buffer"].values()) == [4] * 6
+    assert list(summary["pixels"]["test_leakfree"].values()) == [40, 40, 4, 40, 40, 2]
+    assert staging_leftovers(scene.root) == []
 
 
 # --------------------------------------------------------------------------- prepare: more kinds
