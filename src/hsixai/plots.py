@@ -215,3 +215,36 @@ def selection(report: dict, path: Path) -> None:
         ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
     fig.tight_layout()
     _save(fig, path)
+
+
+def radial_profile(result: dict, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Share of the positive attribution per Chebyshev ring (0 = the centre pixel), per class and overall.
+
+    `result` is metrics/consistency.json's content; the dotted line is what a
+    uniform map would put on each ring.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    overall = result.get("radial_profile")
+    if not overall:
+        ax.text(0.5, 0.5, "no ring masses", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    rings = np.arange(len(overall))
+    for name, colour in zip(class_names, class_colours(len(class_names))):
+        values = (result["per_class"].get(name) or {}).get("radial_profile")
+        if values:
+            ax.plot(rings, [np.nan if v is None else v for v in values], "o-", color=colour, lw=1, alpha=0.7,
+                    label=name)
+    ci = np.array([c or [np.nan, np.nan] for c in result["radial_profile_ci"]], dtype=float)
+    values = np.array(overall, dtype=float)
+    ax.errorbar(rings, values, yerr=np.nan_to_num(np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))),
+                fmt="s-", color="black", lw=2, capsize=3, label="all classes (95% CI)")
+    p = 2 * len(overall) - 1
+    uniform = [1 / p ** 2] + [8 * r / p ** 2 for r in rings[1:]]
+    ax.plot(rings, uniform, ":", color="grey", label="uniform map")
+    ax.set(xlabel="Chebyshev ring (0 = centre pixel)", ylabel="share of positive attribution", title=title,
+           xticks=rings, ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    _save(fig, path)

@@ -107,15 +107,16 @@ class StageRun:
         re-ran (e.g. after an xAI params change) still shows every score.
         """
         wanted = {"train": {"f1_macro_val": "f1_macro_val"},
-                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test"},
-                  "consistency": {"consistency_jsdiv": "consistency_jsdiv",
-                                  "consistency_instances": "consistency_instances"}}
+                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test"}}
         values = {}
         for stage, keys in wanted.items():
             path = self.paths.metrics(stage)
             if path.is_file():
                 metrics = json.loads(path.read_text())
                 values.update({name: metrics[key] for key, name in keys.items() if metrics.get(key) is not None})
+        path = self.paths.metrics("consistency")
+        if path.is_file():  # every score with its interval, and the centre share with its radial profile
+            values.update(consistency_metrics(json.loads(path.read_text())))
         self.log_metrics(values, parent=True, only_parent=True)
 
     def log_figure(self, path: Path) -> None:
@@ -129,6 +130,23 @@ class StageRun:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
             self.client.set_tag(self.run_id, f"output.{f.relative_to(self.paths.root)}", file_md5(f))
+
+
+CONSISTENCY_SCORES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
+
+
+def consistency_metrics(result: dict) -> dict[str, float]:
+    """metrics/consistency.json's numbers as MLflow metrics: each score, its interval, the radial profile."""
+    values: dict[str, float] = {}
+    for key in (*CONSISTENCY_SCORES, "consistency_instances_plugin", "centre_share_uniform"):
+        if result.get(key) is not None:
+            values[key] = result[key]
+        if result.get(f"{key}_ci"):
+            values[f"{key}_ci_low"], values[f"{key}_ci_high"] = result[f"{key}_ci"]
+    for ring, share in enumerate(result.get("radial_profile") or []):
+        if share is not None:
+            values[f"radial_profile.ring{ring}"] = share
+    return values
 
 
 def client(paths: Paths) -> Any:
