@@ -149,6 +149,32 @@ def consistency_metrics(result: dict) -> dict[str, float]:
     return values
 
 
+def log_selection(params: Params, paths: Paths, report: dict, files: list[Path]) -> None:
+    """A `selection` run: the criterion, per group the recommended x, each criterion's pick, the report files."""
+    import re
+
+    mlflow_client = client(paths)
+    exp_id = experiment_id(mlflow_client, params.tracking.experiment, paths)
+    run = mlflow_client.create_run(exp_id, run_name="selection",
+                                   tags={"hsixai.role": "selection", "hsixai.commit": git_commit(paths.root),
+                                         "hsixai.selection_complete": str(report["complete"]).lower()})
+    mlflow_client.log_param(run.info.run_id, "criterion", report["criterion"])
+    x_key = report["x"]
+    metrics = {}
+    for label, group in report["groups"].items():
+        safe = re.sub(r"[^A-Za-z0-9_./ -]", "_", label)
+        for name, check in group["criteria"].items():
+            if isinstance(check["pick"], (int, float)):
+                metrics[f"pick_{x_key}.{name}.{safe}"] = float(check["pick"])
+        value = group["recommended"].get(x_key)
+        if isinstance(value, (int, float)):
+            metrics[f"recommended_{x_key}.{safe}"] = float(value)
+    StageRun(mlflow_client, run.info.run_id, run.info.run_id, paths).log_metrics(metrics)
+    for path in files:
+        mlflow_client.log_artifact(run.info.run_id, str(path))
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
 def client(paths: Paths) -> Any:
     """An MlflowClient on the project's tracking URI, with MLflow's INFO chatter silenced."""
     from mlflow.tracking import MlflowClient
