@@ -159,16 +159,22 @@ def coverage(design: Design, n_instances: int, studies: int, replicates: int = 2
 
 
 def sample_size_shift(design: Design, small: int, large: int, studies: int, seed: int = 0) -> dict:
-    """Mean scores over `studies` at `small` and at `large` samples per class, for instances differing by noise only."""
-    noise_only = Design(**{**design.__dict__, "instance_sd": 0.0, "correct_rate": 1.0})
-    base = base_profiles(noise_only)
-    effects = np.ones((2, noise_only.classes, noise_only.bands))
+    """Mean scores over `studies` at `small` and at `large` samples per class, for two fixed instances.
+
+    With design.instance_sd 0 (the default case of the tests) the instances differ by per-sample noise only.
+    """
+    design = Design(**{**design.__dict__, "correct_rate": 1.0})
+    base = base_profiles(design)
+    if design.instance_sd == 0:
+        effects = np.ones((2, design.classes, design.bands))
+    else:
+        effects = instance_effects(design, np.random.default_rng(seed + 1), 2)
     rng = np.random.default_rng(seed)
     out = {}
     for n in (small, large):
-        runs = [scores(study(noise_only, base, effects, rng, n_per_class=n), replicates=10, seed=s)
+        runs = [scores(study(design, base, effects, rng, n_per_class=n), replicates=10, seed=s)
                 for s in range(studies)]
-        out[n] = {k: float(np.mean([r[k] for r in runs]))
+        out[n] = {k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in runs]))
                   for k in ("consistency_instances", "consistency_instances_plugin", "consistency_concordance",
                             "consistency_jsdiv")}
     return out
@@ -178,16 +184,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=400)
     args = parser.parse_args()
-    design = Design()
-    for n_inst in (2, 3, 5):
-        print(f"coverage, {n_inst} instances, {args.studies} studies:")
+    designs = [("2 instances, fixed (interval: another sample of pixels)", Design(), 2),
+               ("3 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 3),
+               ("3 instances, small retraining variance instance_sd 0.3", Design(), 3),
+               ("5 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 5)]
+    for title, design, n_inst in designs:
+        print(f"coverage of 95% intervals, {title}, {args.studies} studies:")
         for key, c in coverage(design, n_inst, args.studies).items():
-            print(f"  {key:28s} truth {c['truth']:.4f}  coverage {c['coverage']:.3f}  "
+            print(f"  {key:26s} truth {c['truth']:.4f}  coverage {c['coverage']:.3f}  "
                   f"interval below truth {c['interval_below_truth']:.3f}  mean estimate {c['mean_estimate']:.4f}")
-    shift = sample_size_shift(design, 4, 64, args.studies)
-    print("instances differing by noise only: mean score at 4 and 64 samples per class")
-    for key in shift[4]:
-        print(f"  {key:28s} {shift[4][key]:.4f} -> {shift[64][key]:.4f}  (change {shift[64][key] - shift[4][key]:+.4f})")
+    for title, design in (("instances differing by noise only", Design(instance_sd=0.0)),
+                          ("instances that really differ (instance_sd 0.6), not the test's case",
+                           Design(instance_sd=0.6))):
+        print(f"{title}: mean score over {args.studies} studies at 4 and 64 samples per class")
+        shift = sample_size_shift(design, 4, 64, args.studies)
+        for key in shift[4]:
+            print(f"  {key:30s} {shift[4][key]:.4f} -> {shift[64][key]:.4f}  "
+                  f"(change {shift[64][key] - shift[4][key]:+.4f})")
 
 
 if __name__ == "__main__":
