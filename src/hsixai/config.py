@@ -257,7 +257,7 @@ class SweepConfig:
     patch_sizes: list[int] = field(default_factory=lambda: [3, 5, 7, 9])
     jobs: int = 2  # parallel queue workers
     # The criterion that picks the recommended point: direction_quantity (see CRITERIA).
-    criterion: Criterion = "max_consistency_instances"
+    criterion: Criterion = "min_consistency_jsdiv"
 
     def __post_init__(self) -> None:
         bad = [m for m in self.models if m not in MODEL_NAMES]
