@@ -257,6 +257,13 @@ class AdaptConfig:
 
 
 MODEL_NAMES = ("cnn2d", "vit")
+# `hsixai select`'s criteria: a quantity and the direction that counts as better (docs/selection.md).
+# Every consistency quantity is reported in both directions whichever one selects.
+SELECTION_QUANTITIES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
+Criterion = Literal["max_consistency_jsdiv", "min_consistency_jsdiv", "max_consistency_instances",
+                    "min_consistency_instances", "max_consistency_concordance", "min_consistency_concordance",
+                    "max_centre_share", "min_centre_share", "max_f1_macro_val"]
+CRITERIA: tuple[str, ...] = typing.get_args(Criterion)
 
 
 @dataclass(frozen=True)
@@ -266,7 +273,8 @@ class SweepConfig:
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
     patch_sizes: list[int] = field(default_factory=lambda: [3, 5, 7, 9])
     jobs: int = 2  # parallel queue workers
-    criterion: Literal["consistency_instances", "consistency_jsdiv", "f1_macro_val"] = "consistency_instances"
+    # The criterion that picks the recommended point: direction_quantity (see CRITERIA).
+    criterion: Criterion = "min_consistency_jsdiv"
 
     def __post_init__(self) -> None:
         bad = [m for m in self.models if m not in MODEL_NAMES]

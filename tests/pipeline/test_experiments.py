@@ -26,8 +26,9 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
         assert 0 <= float(r["consistency_jsdiv"]) <= 1
         # A 2-epoch ViT on the tiny scene may leave no class with 2 samples every instance gets right:
         # then consistency_instances is null by definition. The CNN always has it.
+        # It is debiased, so sampling noise can put it a little above 1 (docs/selection.md).
         if r["model"] == "cnn2d" or r["consistency_instances"]:
-            assert 0 <= float(r["consistency_instances"]) <= 1
+            assert 0 <= float(r["consistency_instances"]) <= 1.1
 
     from mlflow.tracking import MlflowClient
 
