@@ -1,4 +1,4 @@
-"""The scaling plots of the README's "Performance" section, drawn from the benchmarks' JSON files.
+"""The scaling plots of docs/performance.md, drawn from the benchmarks' JSON files.
 
 Small on purpose (a few tens of KB each): they live in git under docs/.
 """

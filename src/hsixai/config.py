@@ -147,7 +147,7 @@ class TrainConfig:
     """Training of `instances` independently seeded models per (model, patch_size) point.
 
     The defaults are a fast demo profile; the published profile is 30 epochs and
-    batch 256 for the CNN, 8 for the ViT (README, "Published profile").
+    batch 256 for the CNN, 8 for the ViT (docs/pipeline.md, "Models and training").
     """
 
     epochs: int = 8

@@ -110,7 +110,7 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
     return states
 
 
-# The profile of the published experiments (README, "Published profile").
+# The profile of the published experiments (docs/pipeline.md, "Models and training").
 PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
 PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}
 # Its split's buffer: the radius of its own largest patch, as split.buffer "auto" gives a params sweep.
