@@ -23,6 +23,10 @@ from .config import Params
 from .paths import Paths
 
 
+# The stage modules import this one at their top, so this is close to the start of a stage's process: the
+# `stage_seconds` metric (wall time from here to the end of the stage's run) says where a sweep's time goes.
+PROCESS_START = time.monotonic()
+
 PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
 
 
@@ -211,6 +215,7 @@ def stage_run(stage: str, params: Params, paths: Paths, experiment: str | None =
     except BaseException:
         mlflow_client.set_terminated(run.run_id, "FAILED")
         raise
+    run.log_metrics({"stage_seconds": time.monotonic() - PROCESS_START})
     mlflow_client.set_terminated(run.run_id, "FINISHED")
 
 

@@ -51,4 +51,6 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
         history = client.get_metric_history(train_run.info.run_id, "instance0.f1_macro_val")
         assert [m.step for m in history] == [1, 2]
         assert all(len(c.data.tags["hsixai.commit"]) == 40 for c in children)
+        # every stage says how long it took (where a sweep's time goes)
+        assert all(c.data.metrics["stage_seconds"] > 0 for c in children)
     assert "consistency_instances" in by_point[("cnn2d", "5")].data.metrics

@@ -96,6 +96,7 @@ def test_evaluate_reports_leakfree_scores_and_leakage(trained, mlflow_uri):
         assert child.data.metrics[key] == pytest.approx(ev[short])
     assert parent.data.metrics["f1_macro_test"] == pytest.approx(ev["f1_macro"])
     assert child.data.metrics["leakage.test_same_class"] == pytest.approx(ev["leakage"]["test_same_class"])
+    assert child.data.metrics["stage_seconds"] > 0 and "stage_seconds" not in parent.data.metrics
 
 
 def test_class_with_too_few_leakfree_pixels_is_left_out_of_the_macro_scores(trained, caplog):
