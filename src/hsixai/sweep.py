@@ -123,7 +123,8 @@ def points(params: Params, published: bool = False) -> list[tuple[str, int, dict
     out = []
     for model, patch in product(params.sweep.models, sizes):
         extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
-                 "xai.samples_per_class": 512, "split.buffer": PUBLISHED_BUFFER} if published else {}
+                 "xai.samples_per_class": 512, "xai.n_steps": 50, "xai.nt_samples": 10,
+                 "split.buffer": PUBLISHED_BUFFER} if published else {}
         out.append((model, patch, extra))
     return out
 
