@@ -112,7 +112,7 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
 
 # The profile of the published experiments (docs/pipeline.md, "Models and training").
 PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
-PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}
+PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}  # and both models, whatever sweep.models says
 # Its split's buffer: the radius of its own largest patch, as split.buffer "auto" gives a params sweep.
 PUBLISHED_BUFFER = max(PUBLISHED_PATCH_SIZES) // 2
 
@@ -121,9 +121,11 @@ def points(params: Params, published: bool = False) -> list[tuple[str, int, dict
     """(model, patch_size, extra params set on that experiment) for every point of the sweep."""
     sizes = PUBLISHED_PATCH_SIZES if published else params.sweep.patch_sizes
     out = []
-    for model, patch in product(params.sweep.models, sizes):
+    models = list(PUBLISHED_BATCH) if published else params.sweep.models
+    for model, patch in product(models, sizes):
         extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
-                 "xai.samples_per_class": 512, "xai.n_steps": 50, "xai.nt_samples": 10,
+                 "train.max_batches_per_epoch": 0,
+                 "xai.samples_per_class": 512, "xai.n_steps": 50, "xai.nt_samples": 10, "evaluate.map_stride": 1,
                  "split.buffer": PUBLISHED_BUFFER} if published else {}
         out.append((model, patch, extra))
     return out
