@@ -218,7 +218,8 @@ def _values(rows: list[dict], key: str) -> np.ndarray:
 
 def _errorbar_ci(ax, xs, rows, key, colour, marker, label) -> None:
     values = _values(rows, key)
-    ci = np.array([r.get(f"{key}_ci") or [np.nan, np.nan] for r in rows], dtype=float)
+    # [n, 2]; reshaped so that a group whose every point is missing (n = 0) still draws an empty panel
+    ci = np.array([r.get(f"{key}_ci") or [np.nan, np.nan] for r in rows], dtype=float).reshape(-1, 2)
     err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
     ax.errorbar(xs, values, yerr=np.nan_to_num(err), fmt=marker + "-", color=colour, capsize=3, label=label)
 

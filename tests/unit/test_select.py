@@ -189,6 +189,17 @@ def test_selection_figure(tmp_path):
     assert (tmp_path / "selection.png").stat().st_size > 20_000
 
 
+def test_selection_figure_with_a_group_whose_every_point_is_missing(tmp_path):
+    from hsixai import plots
+
+    expected = [{**_exp(p).params, "model": m} for m in ("cnn2d", "vit") for p in (3, 5)]
+    report = build_report([_exp(3), _exp(5)], "max_consistency_instances", expected=expected)
+    vit = next(g for label, g in report["groups"].items() if "vit" in label)
+    assert not [r for r in vit["rows"] if "missing" not in r] and len(vit["missing"]) == 2
+    plots.selection(report, tmp_path / "selection.png")  # empty panels say so; no crash
+    assert (tmp_path / "selection.png").stat().st_size > 20_000
+
+
 def test_varying_keys_finds_what_differs():
     exps = [_exp(3), _exp(5), _exp(3, model="vit")]
     assert varying_keys(exps) == ["model", "patch_size"]
