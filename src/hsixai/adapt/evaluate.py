@@ -115,11 +115,12 @@ def evaluate_pair(params: Params, paths: Paths, pair: str, train_runs: list[dict
               "f1_macro_recalibrated": {arm: arms[arm]["recalibrated"]["f1_macro"] for arm in all_arms},
               "hit_cap": sum(a.get("hit_cap", 0) for a in arms.values()),
               "gate": gate, "arms": arms}
-    test_map = prep.target_test.cpu().numpy()
-    if prep.one_scene:  # the figure shows the whole scene's test pixels, the shadow's and the sun's
+    test_map, title = prep.target_test.cpu().numpy(), "target test mask"
+    if prep.one_scene:  # the figure shows the whole scene's test pixels, the target region's and the source's
         test_map = np.where(region == 1, test_map, prep.source_test.cpu().numpy())
+        title = "test pixels, target region and source"
     gate_map = np.load(paths.adapt_gate_map(pair, params.seed)) if gated else None
-    return result, {"maps": {"target test mask": test_map, **maps}, "region": region, "gate_map": gate_map}
+    return result, {"maps": {title: test_map, **maps}, "region": region, "gate_map": gate_map}
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:

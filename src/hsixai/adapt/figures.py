@@ -33,10 +33,11 @@ def gate_map(gate: np.ndarray, region: np.ndarray, stats: dict, path: Path, titl
 def loss_curves(runs: list[dict], thresholds: tuple[float, float], path: Path, title: str) -> None:
     """Per-iteration mean D and T losses of each arm (one seed), log scale, with the stopping rule's thresholds."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colours = {run["arm"]: plt.get_cmap("tab10")(i) for i, run in enumerate(runs)}  # one colour per arm, both panels
     for ax, key, threshold in zip(axes, ("loss_d", "loss_t"), thresholds):
         for run in runs:
             if run[key]:
-                ax.plot(np.arange(1, len(run[key]) + 1), run[key], label=run["arm"])
+                ax.plot(np.arange(1, len(run[key]) + 1), run[key], label=run["arm"], color=colours[run["arm"]])
         ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="stopping threshold")
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
