@@ -68,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("convert", help="GeoTIFF / ENVI / .mat / .npy cube and masks -> a raw data directory")
-    command.add_argument("cube", help="the cube: .tif, ENVI .hdr (or its data file), .mat or .npy")
+    command = sub.add_parser("convert", help="GeoTIFF / ENVI / .mat / .npy cube or PRISMA L2C/L2D .he5 product and "
+                                             "masks -> a raw data directory (with its map grid when it has one)")
+    command.add_argument("cube", help="the cube: .tif, ENVI .hdr (or its data file), .mat, .npy or a PRISMA .he5")
     command.add_argument("--train", required=True, help="training mask [H, W] (0 = unlabelled), any of those formats")
     command.add_argument("--test", required=True, help="test mask [H, W], any of those formats")
     command.add_argument("--out", required=True, help="raw directory to write (replaced atomically)")
@@ -93,8 +94,11 @@ def _convert(args: argparse.Namespace) -> None:
         cube=Path(args.cube), train=Path(args.train), test=Path(args.test), out=Path(args.out),
         wavelengths=opt(args.wavelengths), band_axis=args.band_axis, var=args.var, train_var=args.train_var,
         test_var=args.test_var, n_classes=args.classes), progress=not args.no_progress)
+    grid = summary["georef"]["crs"] if summary["georef"] else "none (pixel grid)"
     print(f"{args.out}: hsi.npy {summary['shape']} {summary['dtype']} (band axis {summary['band_axis']} of "
-          f"{args.cube}), {summary['n_classes']} classes, wavelengths: {summary['wavelengths'] or 'none'}")
+          f"{args.cube}), {summary['n_classes']} classes, wavelengths: {summary['wavelengths'] or 'none'}, "
+          f"map grid: {grid if grid.startswith(('EPSG:', 'none')) else 'a WKT CRS (georef.json)'}, "
+          f"pixels without data: {summary['nodata_pixels']}")
 
 
 def main(argv: list[str] | None = None) -> int:

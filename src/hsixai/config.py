@@ -87,14 +87,31 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    """How the training mask is divided into train and dev."""
+    """How the training mask is divided into train and dev, and the buffer against spatial leakage.
+
+    `buffer` (pixels): dev pixels within this Chebyshev distance of any train pixel are dropped, and
+    test pixels farther than it from every train pixel form the leak-free test subset. "auto" is the
+    radius of the largest patch in `sweep.patch_sizes`, so one split serves every point of a sweep.
+    """
 
     strategy: Literal["spatial", "random_stratified"] = "spatial"
     train_size: float = 0.6
     train_side: Literal["left", "right", "top", "bottom"] = "left"
+    buffer: int | Literal["auto"] = "auto"
+    # A class with fewer leak-free test pixels than this is reported and left out of the leak-free
+    # macro scores (AA, macro F1); its pixels still count in OA and kappa.
+    min_leakfree_pixels: int = 10
 
     def __post_init__(self) -> None:
         _check(0 < self.train_size < 1, "split.train_size", "a fraction in (0, 1)", self.train_size)
+        _check(self.buffer == "auto" or self.buffer >= 0, "split.buffer", "a non-negative integer or 'auto'",
+               self.buffer)
+        _check(self.min_leakfree_pixels >= 1, "split.min_leakfree_pixels", "a positive integer",
+               self.min_leakfree_pixels)
+
+    def resolve_buffer(self, sweep_patch_sizes: list[int]) -> int:
+        """The buffer in pixels: `buffer` itself, or for "auto" the radius of the largest swept patch."""
+        return max(sweep_patch_sizes) // 2 if self.buffer == "auto" else int(self.buffer)
 
 
 @dataclass(frozen=True)
@@ -313,6 +330,13 @@ class AdaptConfig:
 
 
 MODEL_NAMES = ("cnn2d", "vit")
+# `hsixai select`'s criteria: a quantity and the direction that counts as better (docs/selection.md).
+# Every consistency quantity is reported in both directions whichever one selects.
+SELECTION_QUANTITIES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
+Criterion = Literal["max_consistency_jsdiv", "min_consistency_jsdiv", "max_consistency_instances",
+                    "min_consistency_instances", "max_consistency_concordance", "min_consistency_concordance",
+                    "max_centre_share", "min_centre_share", "max_f1_macro_val"]
+CRITERIA: tuple[str, ...] = typing.get_args(Criterion)
 
 
 @dataclass(frozen=True)
@@ -322,7 +346,8 @@ class SweepConfig:
     models: list[str] = field(default_factory=lambda: list(MODEL_NAMES))
     patch_sizes: list[int] = field(default_factory=lambda: [3, 5, 7, 9])
     jobs: int = 2  # parallel queue workers
-    criterion: Literal["consistency_instances", "consistency_jsdiv", "f1_macro_val"] = "consistency_instances"
+    # The criterion that picks the recommended point: direction_quantity (see CRITERIA).
+    criterion: Criterion = "min_consistency_jsdiv"
 
     def __post_init__(self) -> None:
         bad = [m for m in self.models if m not in MODEL_NAMES]
@@ -355,6 +380,11 @@ class Params:
     @property
     def n_classes(self) -> int:
         return len(self.data.class_names)
+
+    @property
+    def split_buffer(self) -> int:
+        """The split's buffer in pixels (split.buffer, "auto" resolved against sweep.patch_sizes)."""
+        return self.split.resolve_buffer(self.sweep.patch_sizes)
 
 
 def load_params(path: str | Path) -> Params:
@@ -419,12 +449,19 @@ def _coerce(tp: Any, value: Any, key: str, source: str) -> Any:
         return [_coerce(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value)]
     if origin in (typing.Union, types.UnionType):
         for option in typing.get_args(tp):
-            if _is_instance(value, option):
+            if _matches(value, option):
                 return value
         raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
     if not _is_instance(value, tp):
         raise HsixaiError(f"{source}: {key}: expected {_type_name(tp)}, found {value!r}")
     return float(value) if tp is float else value
+
+
+def _matches(value: Any, option: Any) -> bool:
+    """Whether `value` is one option of a union: a plain type, or a Literal such as "auto"."""
+    if typing.get_origin(option) is Literal:
+        return any(value == choice and type(value) is type(choice) for choice in typing.get_args(option))
+    return _is_instance(value, option)
 
 
 def _is_instance(value: Any, tp: type) -> bool:
@@ -437,6 +474,8 @@ def _is_instance(value: Any, tp: type) -> bool:
 
 def _type_name(tp: Any) -> str:
     args = typing.get_args(tp)
+    if typing.get_origin(tp) is Literal:
+        return " or ".join(repr(a) for a in args)
     if args:
         return " or ".join(_type_name(a) for a in args)
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))

@@ -17,21 +17,33 @@ def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> dict:
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
+                           macro_classes: np.ndarray | None = None) -> dict:
     """OA, AA (mean per-class recall), Cohen's kappa, per-class and macro F1, confusion matrix.
 
-    The confusion matrix is [true, predicted] counts, as a list of lists.
+    AA and macro F1 average over `macro_classes` (class indices), by default the classes present in
+    `y_true`; over no class they are NaN. OA and kappa always count every pixel. The confusion matrix
+    is [true, predicted] counts, as a list of lists.
     """
     labels = np.arange(n_classes)
     cm = confusion_matrix(y_true, y_pred, labels=labels)
     support = cm.sum(axis=1)
     recall = np.divide(np.diag(cm), support, out=np.zeros(n_classes), where=support > 0)
+    per_class_f1 = f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0)
+    if macro_classes is None:
+        aa = float(recall[support > 0].mean()) if (support > 0).any() else 0.0
+        macro_f1 = f1_macro(y_true, y_pred, n_classes)  # per-class F1 of absent classes is 0 below
+    else:
+        macro = np.asarray(macro_classes, dtype=np.int64)
+        # The mean of per-class F1 over `macro` is what f1_score(labels=macro, average="macro") gives.
+        aa = float(recall[macro].mean()) if macro.size else float("nan")
+        macro_f1 = float(per_class_f1[macro].mean()) if macro.size else float("nan")
     return {
         "oa": float(np.trace(cm) / max(cm.sum(), 1)),
-        "aa": float(recall[support > 0].mean()) if (support > 0).any() else 0.0,
+        "aa": aa,
         "kappa": float(cohen_kappa_score(y_true, y_pred, labels=labels)),
-        "f1_macro": f1_macro(y_true, y_pred, n_classes),  # per-class F1 of absent classes is 0 below
-        "f1_per_class": f1_score(y_true, y_pred, labels=labels, average=None, zero_division=0).tolist(),
+        "f1_macro": macro_f1,
+        "f1_per_class": per_class_f1.tolist(),
         "confusion": cm.tolist(),
     }
 

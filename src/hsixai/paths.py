@@ -15,6 +15,9 @@ RAW_TEST = "test_crops.npy"
 RAW_WAVELENGTHS = "wavelengths.npy"
 # A one-scene adaptation pair (adapt.shadow_dir) adds this to the raw format: int8 [H, W], 1 = the target region.
 RAW_REGION = "region.npy"
+RAW_FWHM = "fwhm.npy"  # optional: band widths (nm), as PRISMA products give them
+RAW_NODATA = "nodata.npy"  # optional: bool [H, W], True where the acquisition has no data
+RAW_GEOREF = "georef.json"  # optional: the map grid (src/hsixai/data/georef.py)
 
 
 @dataclass(frozen=True)

@@ -49,18 +49,27 @@ def false_colour(rgb: np.ndarray, band_labels: Sequence[str], path: Path, title:
     _save(fig, path)
 
 
-def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Path) -> None:
-    """Label maps side by side (-1 = unlabelled, shown white), with one legend of class names."""
+def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Path, columns: int = 0) -> None:
+    """Label maps on a grid of `columns` per row (0 = one row), -1 = unlabelled shown white,
+    with one legend of class names."""
     k = len(class_names)
     cmap = ListedColormap(["#ffffff"] + class_colours(k))
-    fig, axes = plt.subplots(1, len(maps), figsize=(3.6 * len(maps), 4.2), squeeze=False)
-    for ax, (title, labels) in zip(axes[0], maps.items()):
+    columns = columns or len(maps)
+    rows = -(-len(maps) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 3.9 * rows + 0.3), squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for ax, (title, labels) in zip(axes.ravel(), maps.items()):
+        ax.set_axis_on()
+        ax.set_xticks([])
+        ax.set_yticks([])
+        for spine in ax.spines.values():  # a light frame shows the scene's extent around sparse masks
+            spine.set_edgecolor("#bbbbbb")
         ax.imshow(labels + 1, cmap=cmap, vmin=0, vmax=k, interpolation="nearest")
         ax.set_title(f"{title} ({int((labels >= 0).sum())} px)", fontsize=10)
-        ax.set_axis_off()
     handles = [Patch(color=c, label=n) for c, n in zip(class_colours(k), class_names)]
     fig.legend(handles=handles, loc="lower center", ncol=min(k, 6), frameon=False, fontsize=9)
-    fig.subplots_adjust(bottom=0.14, wspace=0.05)
+    fig.subplots_adjust(bottom=0.14 / rows, wspace=0.05, hspace=0.15)
     _save(fig, path)
 
 
@@ -186,32 +195,136 @@ def distance_heatmap(distances: np.ndarray | None, path: Path, title: str) -> No
     _save(fig, path)
 
 
+SELECTION_PANELS = (  # (row key, y label); each quantity its own panel
+    ("f1", "macro F1"),
+    ("consistency_jsdiv", "consistency_jsdiv"),
+    ("consistency_instances", "consistency_instances"),
+    ("consistency_concordance", "consistency_concordance"),
+    ("centre_share", "centre share"),
+    ("leakage", "leakage share"),
+)
+F1_LINES = (("f1_macro_test_leakfree", "test F1, leak-free pixels", "#2ca02c", "s"),
+            ("f1_macro_test", "test F1, all pixels", "#98df8a", "v"),
+            ("f1_macro_val", "validation F1", "#1f77b4", "o"))
+LEAKAGE_LINES = (("test_same_class", "test: same-class training pixel in patch", "#d62728", "-"),
+                 ("test_any_class", "test: any training pixel in patch", "#d62728", ":"),
+                 ("dev_same_class", "dev: same-class training pixel in patch", "#ff7f0e", "-"),
+                 ("dev_any_class", "dev: any training pixel in patch", "#ff7f0e", ":"))
+
+
+def _values(rows: list[dict], key: str) -> np.ndarray:
+    return np.array([np.nan if r.get(key) is None else r[key] for r in rows], dtype=float)
+
+
+def _errorbar_ci(ax, xs, rows, key, colour, marker, label) -> None:
+    values = _values(rows, key)
+    ci = np.array([r.get(f"{key}_ci") or [np.nan, np.nan] for r in rows], dtype=float)
+    err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
+    ax.errorbar(xs, values, yerr=np.nan_to_num(err), fmt=marker + "-", color=colour, capsize=3, label=label)
+
+
+def _f1_panel(ax, xs, rows) -> None:
+    for key, label, colour, marker in F1_LINES:
+        values, std = _values(rows, key), _values(rows, f"{key}_std")
+        if np.isnan(values).all():
+            continue
+        ax.errorbar(xs, values, yerr=np.nan_to_num(std), fmt=marker + "-", color=colour, capsize=3,
+                    label=f"{label} (mean ± std over instances)")
+        for x, r in zip(xs, rows):  # each instance, faint
+            each = [v for v in (r.get("per_instance") or {}).get(key) or [] if v is not None]
+            ax.plot([x] * len(each), each, marker, color=colour, alpha=0.3, ms=3, ls="none")
+
+
 def selection(report: dict, path: Path) -> None:
-    """Per group: F1 (validation, test) and the consistency scores (95% CIs) against x, on twin axes."""
+    """One column per group, one panel per quantity against x (shared axis).
+
+    F1 with its instance spread, each consistency score and the centre share
+    with their 95% intervals, the leakage shares; the recommended point (gold
+    band) and the points tied with it (grey bands) marked in every panel; the
+    legend outside the data.
+    """
     groups = report["groups"]
     x_key = report["x"]
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.6 * len(groups), 4.2), squeeze=False)
-    for ax, (label, g) in zip(axes[0], groups.items()):
-        rows = g["rows"]
+    n_rows = len(SELECTION_PANELS)
+    fig, axes = plt.subplots(n_rows, len(groups), figsize=(4.6 * len(groups), 2.0 * n_rows), squeeze=False,
+                             sharex="col")
+    for col, (label, g) in enumerate(groups.items()):
+        rows = [r for r in g["rows"] if "missing" not in r]
         xs = np.array([r[x_key] for r in rows], dtype=float)
-        ax.plot(xs, [r["f1_macro_val"] for r in rows], "o-", color="#1f77b4", label="F1 validation")
-        ax.plot(xs, [r["f1_macro_test"] for r in rows], "s-", color="#2ca02c", label="F1 test")
-        ax.set(xlabel=x_key, ylabel="macro F1", title=label)
-        ax.grid(alpha=0.3)
-        right = ax.twinx()
-        for key, colour, marker in (("consistency_jsdiv", "#d62728", "^"), ("consistency_instances", "#9467bd", "D")):
-            values = np.array([np.nan if r[key] is None else r[key] for r in rows], dtype=float)
-            ci = np.array([r[f"{key}_ci"] or [np.nan, np.nan] for r in rows], dtype=float)
-            err = np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))
-            right.errorbar(xs, values, yerr=np.nan_to_num(err), fmt=marker + "--", color=colour, capsize=3,
-                           label=key)
-        right.set_ylabel("consistency (1 - JS distance)")
-        selected = g["recommended"].get(x_key)
-        if selected is not None:
-            ax.axvline(selected, color="#9467bd", lw=2, alpha=0.5, label=f"selected ({report['criterion']})")
-        ax.axvline(g["best_test_f1"], color="#2ca02c", ls=":", lw=2, label="best test F1")
-        handles = ax.get_legend_handles_labels()
-        more = right.get_legend_handles_labels()
-        ax.legend(handles[0] + more[0], handles[1] + more[1], fontsize=7, loc="lower left")
+        rec = g["recommended"]
+        for row, (key, ylabel) in enumerate(SELECTION_PANELS):
+            ax = axes[row, col]
+            if rec.get(x_key) is not None:
+                ax.axvspan(rec[x_key] - 0.35, rec[x_key] + 0.35, color="#f2c14e", alpha=0.35, lw=0,
+                           label=f"recommended ({rec['criterion']})")
+            for i, x in enumerate(rec.get("tied") or []):
+                ax.axvspan(x - 0.35, x + 0.35, color="grey", alpha=0.18, lw=0,
+                           label="tied with the recommended point" if i == 0 else None)
+            for m in g["missing"]:
+                ax.axvline(m[x_key], color="black", ls="--", lw=0.8, alpha=0.5, label="missing point")
+            if key == "f1":
+                _f1_panel(ax, xs, rows)
+            elif key == "leakage":
+                for leak_key, leak_label, colour, style in LEAKAGE_LINES:
+                    values = np.array([np.nan if (r.get("leakage") or {}).get(leak_key) is None
+                                       else r["leakage"][leak_key] for r in rows], dtype=float)
+                    if not np.isnan(values).all():
+                        ax.plot(xs, values, "o" + style, color=colour, label=leak_label)
+            else:
+                _errorbar_ci(ax, xs, rows, key, "#9467bd", "D", f"{ylabel} (95% interval)")
+                if key == "centre_share":
+                    ax.plot(xs, 1 / xs ** 2, ":", color="grey", label="centre share of a uniform map (1/p²)")
+            if not ax.lines and not ax.collections:
+                ax.text(0.5, 0.5, f"no {ylabel} values", ha="center", va="center", fontsize=8,
+                        transform=ax.transAxes, color="grey")
+            ax.set_ylabel(ylabel, fontsize=8)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+        axes[0, col].set_title(label, fontsize=9)
+        axes[-1, col].set_xlabel(x_key)
+        ticks = sorted({*xs.tolist(), *(float(m[x_key]) for m in g["missing"])})
+        for ax in axes[:, col]:
+            ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    handles: dict = {}
+    for ax in axes.ravel():
+        for handle, text in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(text, handle)
+    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7,
+               frameon=False)
+    incomplete = "" if report.get("complete", True) else " — INCOMPLETE: missing points"
+    fig.suptitle(f"Selection by {report['criterion']}{incomplete}", fontsize=10)
     fig.tight_layout()
+    _save(fig, path)
+
+
+def radial_profile(result: dict, class_names: Sequence[str], path: Path, title: str) -> None:
+    """Share of the positive attribution per Chebyshev ring (0 = the centre pixel), per class and overall.
+
+    `result` is metrics/consistency.json's content; the dotted line is what a
+    uniform map would put on each ring.
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    overall = result.get("radial_profile")
+    if not overall:
+        ax.text(0.5, 0.5, "no ring masses", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+        _save(fig, path)
+        return
+    rings = np.arange(len(overall))
+    for name, colour in zip(class_names, class_colours(len(class_names))):
+        values = (result["per_class"].get(name) or {}).get("radial_profile")
+        if values:
+            ax.plot(rings, [np.nan if v is None else v for v in values], "o-", color=colour, lw=1, alpha=0.7,
+                    label=name)
+    ci = np.array([c or [np.nan, np.nan] for c in result["radial_profile_ci"]], dtype=float)
+    values = np.array(overall, dtype=float)
+    ax.errorbar(rings, values, yerr=np.nan_to_num(np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))),
+                fmt="s-", color="black", lw=2, capsize=3, label="all classes (95% CI)")
+    p = 2 * len(overall) - 1
+    uniform = [1 / p ** 2] + [8 * r / p ** 2 for r in rings[1:]]
+    ax.plot(rings, uniform, ":", color="grey", label="uniform map")
+    ax.set(xlabel="Chebyshev ring (0 = centre pixel)", ylabel="share of positive attribution", title=title,
+           xticks=rings, ylim=(0, None))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)

@@ -113,6 +113,8 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
 # The profile of the published experiments (README, "Published profile").
 PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
 PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}
+# Its split's buffer: the radius of its own largest patch, as split.buffer "auto" gives a params sweep.
+PUBLISHED_BUFFER = max(PUBLISHED_PATCH_SIZES) // 2
 
 
 def points(params: Params, published: bool = False) -> list[tuple[str, int, dict]]:
@@ -121,14 +123,14 @@ def points(params: Params, published: bool = False) -> list[tuple[str, int, dict
     out = []
     for model, patch in product(params.sweep.models, sizes):
         extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
-                 "xai.samples_per_class": 512} if published else {}
+                 "xai.samples_per_class": 512, "split.buffer": PUBLISHED_BUFFER} if published else {}
         out.append((model, patch, extra))
     return out
 
 
 def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None,
         published: bool = False) -> dict:
-    """Queue the missing points, run the queue, wait, report failures, then select."""
+    """Queue the missing points, run the queue, wait, report failures, then select over the whole grid."""
     root = paths.root
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            **git_identity_env(root)}
@@ -140,11 +142,13 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     everything = points(params, published)
     existing = select.experiments(paths, env)
     current = tracking.flat_params(params)
-    todo = [(m, p, extra) for m, p, extra in everything
-            if not select.has_experiment(existing, {**current, "model": m, "patch_size": p, **extra})]
+    expected = [{**current, "model": m, "patch_size": p, **extra} for m, p, extra in everything]
+    todo = [(m, p, extra) for (m, p, extra), point in zip(everything, expected)
+            if not select.has_experiment(existing, point)]
     print(f"sweep: {len(everything)} points, {len(everything) - len(todo)} already done, "
           f"{len(todo)} to run with {jobs} worker(s)", flush=True)
     failed: dict[str, str] = {}
+    queued: dict[str, dict] = {}  # experiment name -> its point's params
     if todo:
         with mlflow_server(paths, params.tracking.experiment) as uri:
             env["MLFLOW_TRACKING_URI"] = uri
@@ -155,12 +159,17 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
                 _dvc(["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s)),
                       *POINT_STAGES], root, env)
                 names.append(name)
+                queued[name] = {**current, "model": model, "patch_size": patch, **extra}
             _dvc(["queue", "start", "-j", str(jobs)], root, env)
             failed = _wait(names, root, env, progress)
             _dvc(["queue", "stop", "--kill"], root, env, check=False)
     for name, logs in failed.items():
         print(f"sweep: experiment {name} FAILED; the end of its log:\n{logs}", file=sys.stderr)
-    report = select.run(params, paths, progress, env=env)
+    if failed:  # said before the selection is written, which marks these points missing
+        print(f"sweep: {len(failed)} of {len(todo)} experiments failed ({', '.join(failed)}); the selection "
+              f"below is incomplete", file=sys.stderr, flush=True)
+    report = select.run(params, paths, progress, env=env, expected=expected,
+                        failed={name: queued[name] for name in failed})
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
     return report

@@ -107,15 +107,18 @@ class StageRun:
         re-ran (e.g. after an xAI params change) still shows every score.
         """
         wanted = {"train": {"f1_macro_val": "f1_macro_val"},
-                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test"},
-                  "consistency": {"consistency_jsdiv": "consistency_jsdiv",
-                                  "consistency_instances": "consistency_instances"}}
+                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test",
+                               "f1_macro_leakfree": "f1_macro_test_leakfree", "oa_leakfree": "oa_test_leakfree",
+                               "kappa_leakfree": "kappa_test_leakfree"}}
         values = {}
         for stage, keys in wanted.items():
             path = self.paths.metrics(stage)
             if path.is_file():
                 metrics = json.loads(path.read_text())
                 values.update({name: metrics[key] for key, name in keys.items() if metrics.get(key) is not None})
+        path = self.paths.metrics("consistency")
+        if path.is_file():  # every score with its interval, and the centre share with its radial profile
+            values.update(consistency_metrics(json.loads(path.read_text())))
         self.log_metrics(values, parent=True, only_parent=True)
 
     def log_figure(self, path: Path) -> None:
@@ -129,6 +132,49 @@ class StageRun:
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for f in files:
             self.client.set_tag(self.run_id, f"output.{f.relative_to(self.paths.root)}", file_md5(f))
+
+
+CONSISTENCY_SCORES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
+
+
+def consistency_metrics(result: dict) -> dict[str, float]:
+    """metrics/consistency.json's numbers as MLflow metrics: each score, its interval, the radial profile."""
+    values: dict[str, float] = {}
+    for key in (*CONSISTENCY_SCORES, "consistency_instances_plugin", "centre_share_uniform"):
+        if result.get(key) is not None:
+            values[key] = result[key]
+        if result.get(f"{key}_ci"):
+            values[f"{key}_ci_low"], values[f"{key}_ci_high"] = result[f"{key}_ci"]
+    for ring, share in enumerate(result.get("radial_profile") or []):
+        if share is not None:
+            values[f"radial_profile.ring{ring}"] = share
+    return values
+
+
+def log_selection(params: Params, paths: Paths, report: dict, files: list[Path]) -> None:
+    """A `selection` run: the criterion, per group the recommended x, each criterion's pick, the report files."""
+    import re
+
+    mlflow_client = client(paths)
+    exp_id = experiment_id(mlflow_client, params.tracking.experiment, paths)
+    run = mlflow_client.create_run(exp_id, run_name="selection",
+                                   tags={"hsixai.role": "selection", "hsixai.commit": git_commit(paths.root),
+                                         "hsixai.selection_complete": str(report["complete"]).lower()})
+    mlflow_client.log_param(run.info.run_id, "criterion", report["criterion"])
+    x_key = report["x"]
+    metrics = {}
+    for label, group in report["groups"].items():
+        safe = re.sub(r"[^A-Za-z0-9_./ -]", "_", label)
+        for name, check in group["criteria"].items():
+            if isinstance(check["pick"], (int, float)):
+                metrics[f"pick_{x_key}.{name}.{safe}"] = float(check["pick"])
+        value = group["recommended"].get(x_key)
+        if isinstance(value, (int, float)):
+            metrics[f"recommended_{x_key}.{safe}"] = float(value)
+    StageRun(mlflow_client, run.info.run_id, run.info.run_id, paths).log_metrics(metrics)
+    for path in files:
+        mlflow_client.log_artifact(run.info.run_id, str(path))
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
 
 
 def client(paths: Paths) -> Any:

@@ -26,8 +26,9 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
         assert 0 <= float(r["consistency_jsdiv"]) <= 1
         # A 2-epoch ViT on the tiny scene may leave no class with 2 samples every instance gets right:
         # then consistency_instances is null by definition. The CNN always has it.
+        # It is debiased, so sampling noise can put it a little above 1 (docs/selection.md).
         if r["model"] == "cnn2d" or r["consistency_instances"]:
-            assert 0 <= float(r["consistency_instances"]) <= 1
+            assert 0 <= float(r["consistency_instances"]) <= 1.1
 
     from mlflow.tracking import MlflowClient
 
@@ -40,7 +41,8 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
     for parent in by_point.values():
-        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv"} <= set(parent.data.metrics)
+        assert {"f1_macro_val", "f1_macro_test", "f1_macro_test_leakfree", "oa_test_leakfree", "kappa_test_leakfree",
+                "consistency_jsdiv"} <= set(parent.data.metrics)
         assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
         children = client.search_runs([experiment.experiment_id],
                                       f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")

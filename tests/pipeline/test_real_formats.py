@@ -1,5 +1,6 @@
 """The tiny synthetic scene written as GeoTIFF, ENVI and .mat, converted back with `hsixai convert`,
-and pushed through the pipeline: the converted raw directories must give the very same numbers."""
+and pushed through the pipeline: the converted raw directories must give the very same numbers.
+Written as a PRISMA L2D product (reflectance quantized to 16-bit DN), it comes back within half a DN."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 
@@ -101,6 +103,67 @@ def _finite_numbers(obj) -> list[float]:
     if isinstance(obj, list):
         return [x for v in obj for x in _finite_numbers(v)]
     return [obj] if isinstance(obj, float) else []
+
+
+def test_grids_kept_through_convert_and_prepare(converted, prepared_root, tmp_path):
+    # the GeoTIFF's grid (written by write_geotiff) and the synthetic scene's own, each copied by prepare
+    expected = {"geotiff": ("EPSG:32630", [30.0, 0.0, 230000.0, 0.0, -30.0, 4150000.0])}
+    for name, out in converted.items():
+        paths = _run(tmp_path / name, out, (prepare,))
+        if name in expected:
+            grid = json.loads((out / "georef.json").read_text())
+            assert (grid["crs"], grid["transform"]) == expected[name]
+            assert (paths.prepared_dir / "georef.json").read_bytes() == (out / "georef.json").read_bytes()
+        else:  # ENVI without map info, .mat: the pixel grid
+            assert not (out / "georef.json").exists() and not (paths.prepared_dir / "georef.json").exists(), name
+    synthetic = json.loads((prepared_root / "data/prepared/georef.json").read_text())
+    assert synthetic["crs"] == "EPSG:32629" and synthetic["transform"][0] == 30.0
+
+
+def _write_l2d(path: Path, cube: np.ndarray, wavelengths: np.ndarray) -> None:
+    """`cube` [bands, H, W] reflectance in 0..1 as a PRISMA L2D product: VNIR (< 1000 nm) and SWIR cubes
+    [rows, bands, columns] in descending wavelength with unused slots, DN = round(reflectance * 65535)."""
+    vnir = wavelengths < 1000
+    height, width = cube.shape[1:]
+    with h5py.File(path, "w") as fh:
+        for name, pick, pad in (("Vnir", vnir, (3, 0)), ("Swir", ~vnir, (0, 2))):
+            bands = np.flatnonzero(pick)[::-1]
+            cw = np.pad(wavelengths[bands].astype(np.float32), pad)
+            dn = np.round(cube[bands] * 65535).astype(np.uint16).transpose(1, 0, 2)
+            dn = np.pad(dn, ((0, 0), pad, (0, 0)))
+            fh.create_dataset(f"HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/{name.upper()}_Cube", data=dn)
+            fh.attrs[f"List_Cw_{name}"] = cw
+            fh.attrs[f"List_Cw_{name}_Flags"] = (cw > 0).astype(np.uint8)
+            fh.attrs[f"List_Fwhm_{name}"] = np.where(cw > 0, 10.0, 0.0).astype(np.float32)
+            fh.attrs[f"L2Scale{name}Min"], fh.attrs[f"L2Scale{name}Max"] = np.float32(0), np.float32(1)
+        fh.attrs["Epsg_Code"] = np.int32(32629)
+        fh.attrs["Product_ULcorner_easting"], fh.attrs["Product_ULcorner_northing"] = 752565.0, 4115535.0
+        fh.attrs["Product_LRcorner_easting"] = 752565.0 + (width - 1) * 30.0
+        fh.attrs["Product_LRcorner_northing"] = 4115535.0 - (height - 1) * 30.0
+
+
+def test_prisma_l2d_of_the_synthetic_scene(prepared_root, tmp_path):
+    raw = prepared_root / "data/synthetic"
+    cube, wl = np.load(raw / "hsi.npy"), np.load(raw / "wavelengths.npy")
+    _write_l2d(tmp_path / "PRS_L2D_STD.he5", cube, wl)
+    out = tmp_path / "raw"
+    assert main(["--no-progress", "convert", str(tmp_path / "PRS_L2D_STD.he5"), "--train", str(raw / "train_crops.npy"),
+                 "--test", str(raw / "test_crops.npy"), "--out", str(out)]) == 0
+    got = np.load(out / "hsi.npy")
+    assert got.shape == cube.shape and np.abs(got - cube).max() <= 0.5 / 65535 + 1e-7
+    np.testing.assert_allclose(np.load(out / "wavelengths.npy"), wl, rtol=0, atol=1e-4)
+    assert json.loads((out / "georef.json").read_text())["transform"] == [30.0, 0.0, 752550.0, 0.0, -30.0, 4115550.0]
+    # through prepare and split: the same labels and split as the synthetic scene, the cube within quantization
+    paths = _run(tmp_path / "root", out, (prepare, split))
+    reference = Paths.at(prepared_root)
+    for f in ("train_labels.npy", "test_labels.npy", "bands.npy"):
+        assert (paths.prepared_dir / f).read_bytes() == (reference.prepared_dir / f).read_bytes(), f
+    for f in ("train_labels.npy", "dev_labels.npy", "xai_labels.npy"):
+        assert (paths.split_dir / f).read_bytes() == (reference.split_dir / f).read_bytes(), f
+    band_range = np.load(reference.prepared_dir / "band_range.npy")
+    tolerance = (0.5 / 65535 + 1e-7) * 2 / (band_range[1] - band_range[0])  # min-max scaling magnifies the step
+    diff = np.abs(np.load(paths.prepared_cube) - np.load(reference.prepared_cube)).max(axis=(1, 2))
+    assert (diff <= tolerance + 1e-6).all()
 
 
 def test_pipeline_on_converted_dirs(converted, prepared_root, tmp_path, mlflow_uri):

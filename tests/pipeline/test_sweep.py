@@ -30,10 +30,19 @@ def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
     assert "Recommended patch_size" in (dvc_repo / "reports/selection.md").read_text()
     group = report["groups"]["all"]
     assert [r["patch_size"] for r in group["rows"]] == [3, 5, 7]
-    assert group["recommended"]["patch_size"] in (3, 5, 7)
+    assert group["recommended"]["patch_size"] in (3, 5, 7) and report["missing"] == [] and report["failed"] == []
     for row in group["rows"]:
         assert 0 <= row["consistency_jsdiv"] <= 1 and len(row["consistency_jsdiv_ci"]) == 2
-    assert set(group["criteria_checks"]) == {"consistency_instances", "consistency_jsdiv", "f1_macro_val"}
+        assert 0 < row["centre_share"] < 1 and len(row["per_instance"]["f1_macro_val"]) == 2
+    from hsixai.config import CRITERIA
+
+    assert set(group["criteria"]) == set(CRITERIA)
+    for check in group["criteria"].values():  # every criterion in both directions, checked on all test pixels
+        assert check["pick"] in (3, 5, 7) and check["regret_test_f1_all_pixels"] is not None
+        assert check["summary"].count(". ") == 1
+    # paired replicates read from each experiment's commit: every comparison has an interval
+    comparisons = group["criteria"]["max_consistency_jsdiv"]["comparisons"]
+    assert len(comparisons) == 2 and all(len(c["difference_ci"]) == 2 for c in comparisons.values())
 
     from mlflow.tracking import MlflowClient
 
@@ -42,8 +51,10 @@ def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
     parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'experiment'")
     assert sorted(int(p.data.params["patch_size"]) for p in parents) == [3, 5, 7]
     for parent in parents:
-        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv"} <= set(parent.data.metrics)
-    assert client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'selection'")
+        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv", "centre_share", "centre_share_ci_low",
+                "radial_profile.ring0"} <= set(parent.data.metrics)
+    selection_runs = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'selection'")
+    assert selection_runs and "recommended_patch_size.all" in selection_runs[0].data.metrics
 
     again = run(["hsixai", "--no-progress", "sweep"], dvc_repo, env=env)
     assert "3 already done, 0 to run" in again.stdout

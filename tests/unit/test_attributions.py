@@ -19,6 +19,20 @@ def test_spectral_profile_is_the_positive_part_averaged_over_pixels():
     assert torch.allclose(attributions.spectral_profiles(a), torch.tensor([[1.0, 0.0]]))
 
 
+def test_ring_masses_sum_the_positive_part_over_bands_per_chebyshev_ring():
+    assert attributions.chebyshev_rings(5).tolist() == [[2, 2, 2, 2, 2], [2, 1, 1, 1, 2], [2, 1, 0, 1, 2],
+                                                        [2, 1, 1, 1, 2], [2, 2, 2, 2, 2]]
+    a = torch.zeros(2, 3, 5, 5)  # [n, bands, p, p]
+    a[0, 0, 2, 2] = 4.0  # the centre pixel
+    a[0, 1, 2, 2] = -9.0  # negative evidence is left out
+    a[0, 2, 1, 3] = 2.0  # ring 1
+    a[0, 0, 0, 4] = 1.0  # ring 2, a corner
+    a[0, 1, 4, 0] = 0.5  # ring 2, another band
+    a[1] = 1.0  # uniform: 1, 8 and 16 pixels x 3 bands
+    masses = attributions.ring_masses(a)
+    assert torch.allclose(masses, torch.tensor([[4.0, 2.0, 1.5], [3.0, 24.0, 48.0]]))
+
+
 def _tiny_model_and_sampler(name="cnn2d", p=5):
     rng = np.random.default_rng(0)
     cube = rng.random((7, 12, 12)).astype(np.float32)
@@ -48,21 +62,22 @@ def test_batching_does_not_change_attributions():
     """Per-sample targets: attributing 5 samples in batches of 1 or of 4 gives the same profiles."""
     model, sampler, centres = _tiny_model_and_sampler()
     targets = torch.tensor([2, 0, 1, 1, 2])
-    one, _ = attributions.attribute_instance(model, sampler, centres, targets,
+    one, one_rings, _ = attributions.attribute_instance(model, sampler, centres, targets,
                                              XaiConfig(noise_tunnel=False, n_steps=16, batch_size=1), seed=0)
-    four, _ = attributions.attribute_instance(model, sampler, centres, targets,
+    four, four_rings, _ = attributions.attribute_instance(model, sampler, centres, targets,
                                               XaiConfig(noise_tunnel=False, n_steps=16, batch_size=4,
                                                         internal_batch_size=7), seed=0)
     assert one.shape == (5, 7) and np.allclose(one, four, atol=1e-5)
+    assert one_rings.shape == (5, 3) and np.allclose(one_rings, four_rings, atol=1e-5)
 
 
 def test_noise_tunnel_is_seeded():
     model, sampler, centres = _tiny_model_and_sampler()
     targets = torch.tensor([2, 0, 1, 1, 2])
     cfg = XaiConfig(n_steps=8, nt_samples=3, batch_size=2)
-    a, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=3)
-    b, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=3)
-    c, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=4)
+    a, _, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=3)
+    b, _, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=3)
+    c, _, _ = attributions.attribute_instance(model, sampler, centres, targets, cfg, seed=4)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
 
 
@@ -76,6 +91,9 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
         profiles, labels, correct = z["profiles"], z["labels"], z["correct"]
         assert profiles.shape == (2, len(labels), 174) and profiles.dtype == np.float32
         assert len(z["wavelengths"]) == 174 and len(z["rows"]) == len(labels)
+        ring_mass = z["ring_mass"]
+        assert ring_mass.shape == (2, len(labels), 3) and ring_mass.dtype == np.float32
+        assert np.all(ring_mass[~correct] == 0) and np.all(ring_mass[correct].sum(axis=1) > 0)
     xai = np.load(paths.split_dir / "xai_labels.npy")
     assert np.array_equal(np.sort(labels), np.sort(xai[xai >= 0]))
     assert summary["correct_per_instance"] == correct.sum(axis=1).tolist()
@@ -94,10 +112,16 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
     result = consistency.run(params, paths, progress=False)
     on_disk = json.loads(paths.metrics("consistency").read_text())
     assert on_disk == json.loads(json.dumps(result))
-    for key in ("consistency_jsdiv", "consistency_instances"):
-        assert 0 <= on_disk[key] <= 1 and len(on_disk[f"{key}_ci"]) == 2
+    for key in ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share"):
+        assert len(on_disk[f"{key}_ci"]) == 2
+    assert 0 <= on_disk["consistency_jsdiv"] <= 1 and 0 < on_disk["centre_share"] < 1
+    assert len(on_disk["radial_profile"]) == 3 and sum(on_disk["radial_profile"]) == pytest.approx(1.0)
+    assert on_disk["centre_share_uniform"] == pytest.approx(1 / 25)
+    boot = json.loads(paths.bootstrap_replicates.read_text())
+    assert len(boot["statistics"]["consistency_instances"]["replicates"]) == params.xai.bootstrap
     assert set(on_disk["per_class"]) == set(params.data.class_names)
-    assert (paths.figures_dir("consistency") / "profiles.png").is_file()
+    for figure in ("profiles.png", "instance_distances.png", "radial.png"):
+        assert (paths.figures_dir("consistency") / figure).is_file()
 
     # consistency_jsdiv recomputed from profiles.npz with scipy, sample by sample
     from scipy.spatial.distance import jensenshannon
@@ -105,7 +129,7 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
     uniform = np.full(profiles.shape[2], 1 / profiles.shape[2])
     per_instance = []
     for i in range(2):
-        class_means = [np.mean([jensenshannon(profiles[i, s], uniform, base=2)
+        class_means = [np.mean([jensenshannon(profiles[i, s].astype(np.float64), uniform, base=2)
                                 for s in np.flatnonzero((labels == k) & correct[i])])
                        for k in range(6) if ((labels == k) & correct[i]).any()]
         per_instance.append(1 - np.mean(class_means))

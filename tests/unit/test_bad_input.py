@@ -26,6 +26,7 @@ import yaml
 
 from hsixai.cli import main
 
+from .test_prisma import write_prisma
 from .test_readers import write_envi, write_geotiff, write_mat5, write_mat73
 
 N_BANDS, HEIGHT, WIDTH = 40, 32, 32
@@ -39,7 +40,9 @@ GOOD_PARAMS = {
     "synthesize": {"height": HEIGHT, "width": WIDTH, "bands": N_BANDS, "subpixels": 3,
                    "min_parcel": 3, "max_parcel": 10, "labelled_fraction": 0.8, "test_fraction": 0.5},
     "data": {"raw_dir": "data/synthetic", "class_names": CLASS_NAMES, "remove_bands": REMOVED},
-    "split": {"strategy": "spatial", "train_size": 0.6, "train_side": "left"},
+    # No buffer: the 32 x 32 scene's parcels are too small for one (a 1 px buffer already leaves a class
+    # without dev pixels). The buffer's own bad-input cases use hand-made label maps.
+    "split": {"strategy": "spatial", "train_size": 0.6, "train_side": "left", "buffer": 0},
     "xai": {"samples_per_class": 4},
 }
 OUTPUT_DIRS = ("data/prepared", "data/split", "figures")
@@ -575,6 +578,80 @@ def test_split_negative_seed(scene, capsys):
     scene.expect_error("split", capsys, "seed")
 
 
+# --------------------------------------------------------------------------- split: the buffer
+@pytest.mark.parametrize("value, found", [(-1, "found -1"), (2.5, "found 2.5"), ("big", "found 'big'"),
+                                          ("4", "found '4'"), (True, "found True")])
+def test_split_buffer_not_a_non_negative_integer_or_auto(scene, capsys, value, found):
+    scene.set_params(split={"buffer": value})
+    scene.expect_error("split", capsys, str(scene.params_path), "split.buffer", "or 'auto'", found)
+
+
+def _strips(scene: Scene) -> None:
+    """Hand-made prepared labels with known distances (rows 5k..5k+3 belong to class k).
+
+    Training mask: columns 2..11 per class (class 3: 2..9). The spatial split to the left gives train
+    columns 2..7 and dev 8..11 (class 3: train 2..6, dev 7..9, its outer dev rows 2 px from classes 2 and
+    4's train). So a 3 px buffer drops all 12 dev pixels of class 3 and keeps column 11 of the others.
+    Test mask: columns 20..29 per class, except class 2's 8 pixels in columns 0..1 (1-2 px from its
+    train) and class 5's 2 pixels in the corner. Train pixels: 5 x 24 + 20 = 140.
+    """
+    train = np.full((HEIGHT, WIDTH), -1, dtype=np.int8)
+    test = np.full((HEIGHT, WIDTH), -1, dtype=np.int8)
+    for k in range(6):
+        rows = slice(5 * k, 5 * k + 4)
+        train[rows, 2:10 if k == 3 else 12] = k
+        if k not in (2, 5):
+            test[rows, 20:30] = k
+    test[10:14, 0:2] = 2
+    test[31, 30:32] = 5
+    np.save(scene.root / "data/prepared/train_labels.npy", train)
+    np.save(scene.root / "data/prepared/test_labels.npy", test)
+    scene.rehash()
+
+
+def test_split_buffer_that_leaves_a_class_without_dev_pixels(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": 3})
+    scene.expect_error("split", capsys, "class 3 (rice)", "split.buffer=3", "drops all 12 dev pixels",
+                       "within 3 px of one of the 140 train pixels", "lower split.buffer")
+
+
+def test_split_auto_buffer_names_what_it_resolved_to(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": "auto"})  # the default sweep, 3..9: 4 px, more than any dev column's distance
+    scene.expect_error("split", capsys, "class 0 (durum wheat)", "split.buffer=auto -> 4 (largest of "
+                       "sweep.patch_sizes // 2)", "drops all 16 dev pixels")
+
+
+def test_split_random_stratified_with_a_buffer(scene, capsys):
+    # a 3 px buffer would need 7 dev columns side by side in a 4-row strip that has 6 dev pixels per row at most
+    _strips(scene)
+    scene.set_params(split={"strategy": "random_stratified", "buffer": 3})
+    scene.expect_error("split", capsys, "class 0 (durum wheat)", "split.buffer=3", "drops all 16 dev pixels",
+                       "use split.strategy: spatial, or split.buffer: 0")
+
+
+def test_split_buffer_that_leaves_a_class_without_leakfree_test_pixels(scene, capsys):
+    _strips(scene)
+    scene.set_params(split={"buffer": 2})
+    scene.expect_error("split", capsys, "class 2 (permanent grassland)", "split.buffer=2",
+                       "no leak-free test pixel", "all 8 test pixels lie within 2 px of a train pixel")
+
+
+def test_split_classes_with_few_leakfree_test_pixels_are_reported(scene, capsys, caplog):
+    _strips(scene)
+    scene.set_params(split={"buffer": 1})
+    rc, _, err = scene.run("split", capsys)
+    assert rc == 0, err
+    assert "class 2 (permanent grassland) has 4 leak-free test pixels (of 8)" in caplog.text  # a warning
+    assert "class 5 (olives) has 2 leak-free test pixels (of 2)" in caplog.text
+    summary = json.loads((scene.root / "data/split/split.json").read_text())
+    assert summary["buffer"] == 1 and summary["leakfree_classes_too_few"] == ["permanent grassland", "olives"]
+    assert list(summary["pixels"]["dev_dropped_by_buffer"].values()) == [4] * 6
+    assert list(summary["pixels"]["test_leakfree"].values()) == [40, 40, 4, 40, 40, 2]
+    assert staging_leftovers(scene.root) == []
+
+
 # --------------------------------------------------------------------------- prepare: more kinds
 def test_prepare_nan_row(scene, capsys):
     cube = scene.load_raw("hsi.npy")
@@ -903,6 +980,109 @@ def test_convert_unreadable_wavelength_file(conv, capsys, content, fragment):
     conv.expect_error(capsys, conv.argv(conv.scene.raw / "hsi.npy", "--wavelengths", str(path)), str(path), fragment)
 
 
+# --------------------------------------------------------------------------- convert: PRISMA products and grids
+def test_convert_he5_not_hdf5(conv, capsys):
+    path = conv.inputs / "PRS_L2D_STD.he5"
+    path.write_bytes(b"\x89HDF but not really" + bytes(range(256)))
+    conv.expect_error(capsys, conv.argv(path), str(path), "is not a readable HDF5 file")
+
+
+def test_convert_he5_not_a_prisma_product(conv, capsys):
+    import h5py
+
+    path = conv.inputs / "other.he5"
+    with h5py.File(path, "w") as fh:
+        fh.create_dataset("HDFEOS/GRIDS/Some_Grid/Data Fields/Cube", data=np.zeros((2, 32, 32), np.uint16))
+    conv.expect_error(capsys, conv.argv(path), str(path), "not a PRISMA Level-2 product",
+                      "expected the group HDFEOS/SWATHS with a swath PRS_L2C_HCO or PRS_L2D_HCO")
+
+
+def test_convert_he5_radiance_product(conv, capsys):
+    path = write_prisma(conv.inputs / "PRS_L2B_STD.he5", HEIGHT, WIDTH, level="L2B").path
+    conv.expect_error(capsys, conv.argv(path), str(path), "found swaths: PRS_L2B_HCO, PRS_L2B_PCO",
+                      "L2B (at-ground radiance) is not reflectance: convert reads L2C and L2D")
+
+
+@pytest.mark.parametrize("attribute", ["L2ScaleSwirMax", "List_Cw_Vnir_Flags", "List_Fwhm_Swir", "Epsg_Code",
+                                       "Product_LRcorner_northing"])
+def test_convert_he5_missing_attribute(conv, capsys, attribute):
+    path = write_prisma(conv.inputs / "p.he5", HEIGHT, WIDTH, drop_attribute=attribute).path
+    conv.expect_error(capsys, conv.argv(path), str(path), "not a PRISMA Level-2 product",
+                      f"root attribute '{attribute}' not found")
+
+
+def test_convert_he5_cube_disagrees_with_its_band_lists(conv, capsys):
+    path = write_prisma(conv.inputs / "p.he5", HEIGHT, WIDTH, vnir_bands=8).path
+    conv.expect_error(capsys, conv.argv(path), str(path), "HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/VNIR_Cube",
+                      "expected as many bands (axis 1 of [rows, bands, columns]) as values in List_Cw_Vnir",
+                      f"found shape ({HEIGHT}, 8, {WIDTH}) and 9, 9, 9 values")
+
+
+def test_convert_he5_cube_disagrees_with_its_corners(conv, capsys):
+    path = write_prisma(conv.inputs / "p.he5", HEIGHT, WIDTH, corner_shift=30.0).path
+    conv.expect_error(capsys, conv.argv(path), str(path), f"corner attributes disagree with the cube's {HEIGHT} x "
+                      f"{WIDTH} pixels", f"= {WIDTH * 30:g} m, expected ({WIDTH} - 1) x 30 m = {(WIDTH - 1) * 30:g} m")
+
+
+def test_convert_he5_label_on_a_pixel_without_data(conv, capsys):
+    path = write_prisma(conv.inputs / "p.he5", HEIGHT, WIDTH).path  # row 0, columns 0..15: no data
+    train = conv.mask().copy()
+    train[0, 3] = 2
+    conv.expect_error(capsys, conv.argv(path, train=conv.save("train.npy", train)), str(conv.inputs / "train.npy"),
+                      "expected labels only where the cube has data", "(first at row 0, column")
+
+
+def test_convert_geotiff_mask_on_another_grid(conv, capsys):
+    import rasterio
+
+    cube = write_geotiff(conv.inputs / "cube.tif", conv.cube())
+    test = conv.inputs / "test.tif"
+    with rasterio.open(test, "w", driver="GTiff", count=1, height=HEIGHT, width=WIDTH, dtype="uint8",
+                       crs="EPSG:32630", transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150030)) as dst:
+        dst.write(conv.mask("test_crops.npy")[None])
+    conv.expect_error(capsys, conv.argv(cube, test=test), str(test), "test mask: expected the cube's grid (EPSG:32630, "
+                      "upper-left corner (230000.000, 4150000.000)", "found EPSG:32630, upper-left corner "
+                      "(230000.000, 4150030.000)")
+
+
+# --------------------------------------------------------------------------- prepare: the optional raw files
+@pytest.mark.parametrize("content,fragment", [
+    ("not json", "not a readable JSON file"),
+    ('{"crs": "EPSG:32629", "transform": [30, 0, 0, 0, -30, 0], "width": 31, "height": 32}',
+     "expected the grid of the cube's H x W (32, 32), found height 32, width 31"),
+    ('{"crs": "no such crs", "transform": [30, 0, 0, 0, -30, 0], "width": 32, "height": 32}',
+     "coordinate reference system not understood")])
+def test_prepare_bad_georef_sidecar(scene, capsys, content, fragment):
+    (scene.raw / "georef.json").write_text(content)
+    scene.expect_error("prepare", capsys, str(scene.raw / "georef.json"), fragment)
+
+
+def test_prepare_nodata_mask_of_the_wrong_shape(scene, capsys):
+    scene.save_raw("nodata.npy", np.zeros((HEIGHT, WIDTH - 1), dtype=bool))
+    scene.expect_error("prepare", capsys, str(scene.raw / "nodata.npy"), "no-data mask",
+                       f"expected shape ({HEIGHT}, {WIDTH})")
+
+
+def test_prepare_label_on_a_pixel_without_data(scene, capsys):
+    nodata = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    labelled = np.argwhere(scene.load_raw("test_crops.npy") > 0)[0]
+    nodata[tuple(labelled)] = True
+    scene.save_raw("nodata.npy", nodata)
+    scene.expect_error("prepare", capsys, str(scene.raw / "test_crops.npy"), "test mask",
+                       "expected labels only where the cube has data", "found 1 labelled pixels on no-data pixels")
+
+
+def test_prepare_nan_outside_the_nodata_mask(scene, capsys):
+    cube = scene.load_raw("hsi.npy")
+    nodata = np.zeros((HEIGHT, WIDTH), dtype=bool)
+    nodata[5, 5] = True
+    cube[:, 5, 5] = np.nan  # allowed: no data there
+    cube[KEPT_BAND, 6, 7] = np.nan  # not allowed
+    scene.save_raw("hsi.npy", cube)
+    scene.save_raw("nodata.npy", nodata)
+    scene.expect_error("prepare", capsys, f"band {KEPT_BAND} has 1 NaN or Inf values (first at row 6, column 7)")
+
+
 # --------------------------------------------------------------------------- the catalogue itself
 # Every kind of bad input the issue lists, and the tests above that cover it.
 CATALOGUE = {
@@ -928,6 +1108,12 @@ CATALOGUE = {
     "a non-integer mask": ["test_prepare_mask_float_dtype", "test_convert_non_integer_mask"],
     "an ambiguous band axis or unknown variable": ["test_convert_ambiguous_band_axis",
                                                    "test_convert_unknown_variable_name"],
+    "a .he5 that is not a PRISMA L2 product": ["test_convert_he5_not_hdf5", "test_convert_he5_not_a_prisma_product",
+                                               "test_convert_he5_radiance_product",
+                                               "test_convert_he5_missing_attribute"],
+    "a cube whose shape disagrees with its attributes": ["test_convert_he5_cube_disagrees_with_its_band_lists",
+                                                         "test_convert_he5_cube_disagrees_with_its_corners"],
+    "a GeoTIFF mask on another grid": ["test_convert_geotiff_mask_on_another_grid"],
 }
 
 

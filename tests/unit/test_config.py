@@ -172,6 +172,20 @@ def test_literal_choice_far_off_has_no_suggestion_but_lists_choices(tmp_path):
     assert "did you mean" not in msg
 
 
+def test_criterion_without_its_direction_is_an_error_that_suggests_one(tmp_path):
+    msg = load_error(tmp_path, {"sweep": {"criterion": "consistency_jsdiv"}})
+    assert "sweep.criterion" in msg and "found 'consistency_jsdiv'" in msg and "max_consistency_jsdiv" in msg
+    assert "did you mean '" in msg
+
+
+def test_every_criterion_names_a_direction_and_is_accepted():
+    from hsixai.config import CRITERIA, SELECTION_QUANTITIES
+
+    assert set(CRITERIA) == {f"{d}_{q}" for q in SELECTION_QUANTITIES for d in ("max", "min")} | {"max_f1_macro_val"}
+    for name in CRITERIA:
+        assert params_from_dict({"sweep": {"criterion": name}}).sweep.criterion == name
+
+
 @pytest.mark.parametrize("choice", ["spatial", "random_stratified"])
 def test_literal_choices_accepted(choice):
     assert params_from_dict({"split": {"strategy": choice}}).split.strategy == choice

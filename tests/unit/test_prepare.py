@@ -60,7 +60,12 @@ def test_split_outputs(tmp_path):
     dev = np.load(paths.split_dir / "dev_labels.npy")
     xai = np.load(paths.split_dir / "xai_labels.npy")
     labels = np.load(paths.prepared_dir / "train_labels.npy")
-    assert np.array_equal(np.where(train >= 0, train, dev), labels)
+    # train and dev keep their pixels' classes; what is in neither is the dev the buffer dropped
+    both = np.where(train >= 0, train, dev)
+    assert np.array_equal(both[both >= 0], labels[both >= 0]) and not np.any((train >= 0) & (dev >= 0))
+    dropped = json.loads((paths.split_dir / "split.json").read_text())["pixels"]["dev_dropped_by_buffer"]
+    left_out = labels[(labels >= 0) & (both < 0)]
+    assert np.bincount(left_out, minlength=6).tolist() == list(dropped.values())
     assert np.all(dev[xai >= 0] == xai[xai >= 0])
     stats = np.load(paths.split_dir / "band_stats.npz")
     cube = np.load(paths.prepared_cube)

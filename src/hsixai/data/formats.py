@@ -1,15 +1,17 @@
 """Real hyperspectral files -> the raw format (`hsixai convert`).
 
 Readers for GeoTIFF (rasterio), ENVI (.hdr + binary, header parsed here),
-MATLAB .mat (v5 with scipy, v7.3 with h5py) and NumPy .npy. Each reader gives a
-`Stored` array: its shape and dtype in the file's own axis order (MATLAB's
-order for .mat), the band axis where the format fixes it, the wavelengths its
-metadata carries (nm), and block reads along one axis, so a cube is copied a
-block of rows at a time and never held in memory twice.
+MATLAB .mat (v5 with scipy, v7.3 with h5py), NumPy .npy and PRISMA Level-2
+products (.he5, h5py). Each reader gives a `Stored` array: its shape and dtype
+in the file's own axis order (MATLAB's order for .mat), the band axis where the
+format fixes it, the wavelengths its metadata carries (nm), its map grid when it
+has one, and block reads along one axis, so a cube is copied a block of rows at
+a time and never held in memory twice.
 
 `convert` writes hsi.npy [bands, H, W], train_crops.npy, test_crops.npy,
-wavelengths.npy (when known) and convert.json (where it all came from) into a
-raw directory atomically, then checks the result with `open_raw_scene`.
+wavelengths.npy (when known), fwhm.npy and nodata.npy (PRISMA), georef.json
+(when the source is georeferenced) and convert.json (where it all came from)
+into a raw directory atomically, then checks the result with `open_raw_scene`.
 """
 
 from __future__ import annotations
@@ -28,13 +30,15 @@ from tqdm import tqdm
 from .. import paths
 from ..errors import HsixaiError
 from ..io import inspect_npy, staged_outputs, write_json
-from .readers import open_raw_scene
+from .georef import Georef, crs_string, from_rasterio, write_georef
+from .readers import check_labels_have_data, open_raw_scene
 
 log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 * 2**20  # one block of rows of the cube in memory at a time
 GDAL_CACHE_MB = 64
-RAW_FILES = {paths.RAW_CUBE, paths.RAW_TRAIN, paths.RAW_TEST, paths.RAW_WAVELENGTHS, "convert.json"}
+RAW_FILES = {paths.RAW_CUBE, paths.RAW_TRAIN, paths.RAW_TEST, paths.RAW_WAVELENGTHS, paths.RAW_FWHM,
+             paths.RAW_NODATA, paths.RAW_GEOREF, "convert.json"}
 
 
 # --------------------------------------------------------------------------- the common view
@@ -55,6 +59,10 @@ class Stored:
     wavelengths: np.ndarray | None = None  # nm, from the file's metadata
     name: str = ""  # the variable, for .mat
     close: Callable[[], None] = field(default=lambda: None)
+    georef: Georef | None = None  # the map grid of the two spatial axes, when the file has one
+    fwhm: np.ndarray | None = None  # nm, band widths (PRISMA)
+    nan_is_nodata: bool = False  # a pixel that is NaN in every band has no data (the reader put it there)
+    notes: tuple[str, ...] = ()  # warnings to log once the conversion succeeded
 
     def read_all(self) -> np.ndarray:
         return self.read(0, 0, self.shape[0])
@@ -107,10 +115,12 @@ def open_stored(path: Path, what: str, var: str | None = None, ndim: int = 3) ->
         return _open_geotiff(path, what)
     if suffix == ".mat":
         return _open_mat(path, what, var, ndim)
+    if suffix == ".he5":
+        return _open_prisma(path, what)
     if suffix == ".hdr" or _envi_header_for(path) is not None:
         return _open_envi(path, what)
-    raise HsixaiError(f"{path}: {what}: unknown file format (expected .npy, .tif/.tiff, .mat, or an ENVI .hdr "
-                      f"with its data file)")
+    raise HsixaiError(f"{path}: {what}: unknown file format (expected .npy, .tif/.tiff, .mat, a PRISMA .he5, "
+                      f"or an ENVI .hdr with its data file)")
 
 
 # --------------------------------------------------------------------------- NumPy
@@ -156,11 +166,17 @@ def _open_geotiff(path: Path, what: str) -> Stored:
 
     try:
         wavelengths = _geotiff_wavelengths(src, path)
+        georef = from_rasterio(src, path)
     except HsixaiError:
         src.close()
         raise
+    notes = ()
+    if georef is None and src.crs is None and src.transform != rasterio.Affine.identity():
+        notes = (f"{path}: a geotransform without a coordinate reference system: no {paths.RAW_GEOREF} written, "
+                 f"the scene stays on its pixel grid",)
     return Stored(path, (src.count, src.height, src.width), np.dtype(src.dtypes[0]), read, band_axis=0,
-                  band_axis_why="GeoTIFF bands", wavelengths=wavelengths, close=src.close)
+                  band_axis_why="GeoTIFF bands", wavelengths=wavelengths, close=src.close, georef=georef,
+                  notes=notes)
 
 
 def _geotiff_wavelengths(src: Any, path: Path) -> np.ndarray | None:
@@ -327,8 +343,37 @@ def _open_envi(path: Path, what: str) -> Stored:
         raise HsixaiError(f"{data_path}: ENVI data file {state}: header says {size['bands']} bands x "
                           f"{size['lines']} lines x {size['samples']} samples of {dtype} after {offset} bytes "
                           f"({expected} bytes), file has {actual}")
+    georef, notes = _envi_georef(header, header_path, data_path, size)
     return Stored(data_path, shape, dtype, _file_reader(data_path, offset, shape, dtype), band_axis=axes.index("bands"),
-                  band_axis_why=f"ENVI interleave {interleave}", wavelengths=_envi_wavelengths(header, header_path))
+                  band_axis_why=f"ENVI interleave {interleave}", wavelengths=_envi_wavelengths(header, header_path),
+                  georef=georef, notes=notes)
+
+
+def _envi_georef(header: dict[str, str], header_path: Path, data_path: Path, size: dict[str, int]
+                 ) -> tuple[Georef | None, tuple[str, ...]]:
+    """The grid of `map info` (+ `coordinate system string`), as GDAL's ENVI driver reads them.
+
+    GDAL knows ENVI's projection names, datums and reference-pixel convention;
+    a header without `map info` is on its pixel grid and GDAL is not asked.
+    """
+    if "map info" not in header:
+        return None, ()
+    import rasterio
+    from rasterio.errors import NotGeoreferencedWarning, RasterioError
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NotGeoreferencedWarning)
+            with rasterio.open(data_path) as src:
+                georef = from_rasterio(src, header_path)
+                shape = (src.height, src.width)
+    except (RasterioError, HsixaiError) as exc:
+        return None, (f"{header_path}: 'map info' could not be read ({_one_line(exc)}): no {paths.RAW_GEOREF} "
+                      f"written, the scene stays on its pixel grid",)
+    if georef is None or shape != (size["lines"], size["samples"]):
+        return None, (f"{header_path}: 'map info' gives no coordinate system GDAL understands: no "
+                      f"{paths.RAW_GEOREF} written, the scene stays on its pixel grid",)
+    return georef, ()
 
 
 def _envi_wavelengths(header: dict[str, str], path: Path) -> np.ndarray | None:
@@ -427,6 +472,206 @@ def _pick_variable(path: Path, what: str, variables: list[_MatVar], var: str | N
                       f"(variables: {listing}); name it with {option}")
 
 
+# --------------------------------------------------------------------------- PRISMA Level 2 (.he5)
+# The layout, as the PRISMA Products Specification (ASI) and the open readers (prismaread, the EnMAP-Box
+# importer, HyperCoast) read it; docs/data.md cites them:
+#   HDFEOS/SWATHS/PRS_<level>_HCO/Data Fields/{VNIR,SWIR}_Cube   uint16 DN [rows, bands, columns], row 0 north
+#   root attributes  List_Cw_{Vnir,Swir}, List_Fwhm_{Vnir,Swir}   per stored band, in the cubes' band order
+#                    (descending wavelength); List_Cw_{Vnir,Swir}_Flags  1 = band in use
+#                    L2Scale{Vnir,Swir}{Min,Max}: reflectance = Min + DN * (Max - Min) / 65535
+#                    L2D only: Epsg_Code, Product_{UL,LR}corner_{easting,northing}: centres of the corner
+#                    pixels of the north-up 30 m map grid
+PRISMA_READ = {"L2C": "reflectance in swath geometry", "L2D": "geocoded reflectance"}
+PRISMA_OTHER = {"L1": "top-of-atmosphere radiance", "L2B": "at-ground radiance"}
+PRISMA_PIXEL_M = 30.0
+PRISMA_DN_MAX = 65535.0
+PRISMA_BANDS_AT_ONCE = 16
+_PRISMA_SWATH = re.compile(r"^PRS_(L\w+?)_HCO$")
+
+
+@dataclass(frozen=True)
+class _Detector:
+    """One spectrometer's cube and the bands of it that are used."""
+
+    name: str  # "VNIR" or "SWIR"
+    dataset: Any  # h5py.Dataset, uint16 DN [rows, bands, columns]
+    used: np.ndarray  # indices along the stored band axis of the bands in use
+    wavelengths: np.ndarray  # nm, of the used bands
+    fwhm: np.ndarray  # nm, of the used bands
+    offset: float  # reflectance of DN 0 (L2Scale*Min)
+    gain: float  # reflectance per DN ((Max - Min) / 65535)
+    fill: int  # the DN of pixels without data: the dataset's HDF5 fill value (0 unless the product sets one)
+
+
+def _open_prisma(path: Path, what: str) -> Stored:
+    import h5py
+
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as exc:
+        raise HsixaiError(f"{path}: {what} is not a readable HDF5 file ({_one_line(exc)})") from None
+    try:
+        return _prisma_stored(fh, path, what)
+    except HsixaiError:
+        fh.close()
+        raise
+    except (OSError, KeyError, ValueError, TypeError) as exc:  # a damaged file can pass h5py.File()
+        fh.close()
+        raise HsixaiError(f"{path}: {what}: cannot read the PRISMA product ({_one_line(exc)})") from None
+
+
+def _prisma_stored(fh: Any, path: Path, what: str) -> Stored:
+    level, swath = _prisma_swath(fh, path, what)
+    detectors = [_prisma_detector(fh, path, swath, name) for name in ("VNIR", "SWIR")]
+    vnir, swir = (d.dataset.shape for d in detectors)
+    if (vnir[0], vnir[2]) != (swir[0], swir[2]):
+        raise HsixaiError(f"{path}: {swath}: expected the VNIR and SWIR cubes on the same rows and columns, found "
+                          f"VNIR {vnir} and SWIR {swir} [rows, bands, columns]")
+    height, width = vnir[0], vnir[2]
+    if height < 1 or width < 1:
+        raise HsixaiError(f"{path}: {swath}: expected a non-empty cube, found VNIR {vnir} [rows, bands, columns]")
+    wavelengths = np.concatenate([d.wavelengths for d in detectors])
+    if wavelengths.size == 0:
+        raise HsixaiError(f"{path}: no band in use (every List_Cw_*_Flags is 0 or every List_Cw_* is 0)")
+    order = np.argsort(wavelengths, kind="stable")  # ascending; VNIR first where both detectors share a centre
+    position = np.empty_like(order)
+    position[order] = np.arange(order.size)  # where each detector band lands in the merged cube
+    slots, start = [], 0
+    for d in detectors:
+        slots.append(position[start:start + d.used.size])
+        start += d.used.size
+    n_bands = wavelengths.size
+
+    def read(axis: int, first: int, stop: int) -> np.ndarray:
+        """Reflectance [rows, bands, columns] (ascending wavelength), float32, NaN on pixels without data."""
+        if axis == 1:
+            raise ValueError("a PRISMA cube is read in blocks of rows or columns, not of bands")
+        rows = slice(first, min(stop, height)) if axis == 0 else slice(0, height)
+        cols = slice(first, min(stop, width)) if axis == 2 else slice(0, width)
+        n_rows, n_cols = rows.stop - rows.start, cols.stop - cols.start
+        out = np.empty((n_rows, n_bands, n_cols), dtype=np.float32)
+        empty = np.ones((n_rows, n_cols), dtype=bool)
+        for d, slot in zip(detectors, slots):
+            if d.used.size == 0:
+                continue
+            dn = d.dataset[rows, :, cols][:, d.used, :]  # one hyperslab per detector, then the used bands
+            empty &= (dn == d.fill).all(axis=1)
+            # float64 then one rounding to float32, a few bands at a time to keep the float64 copy small
+            for b in range(0, d.used.size, PRISMA_BANDS_AT_ONCE):
+                out[:, slot[b:b + PRISMA_BANDS_AT_ONCE], :] = (
+                    d.offset + dn[:, b:b + PRISMA_BANDS_AT_ONCE].astype(np.float64) * d.gain)
+        np.copyto(out, np.float32(np.nan), where=empty[:, None, :])
+        return out
+
+    notes = []
+    georef = _prisma_grid(fh, path, height, width) if level == "L2D" else None
+    if level == "L2C":
+        notes.append(f"{path}: an L2C product is in swath geometry (rows and columns are not a map grid): no "
+                     f"{paths.RAW_GEOREF} written; use the L2D product of the acquisition for georeferenced maps")
+    return Stored(path, (height, n_bands, width), np.dtype(np.float32), read, band_axis=1,
+                  band_axis_why=f"PRISMA {level} cubes are [rows, bands, columns]", wavelengths=wavelengths[order],
+                  name=swath, close=fh.close, georef=georef,
+                  fwhm=np.concatenate([d.fwhm for d in detectors])[order], nan_is_nodata=True, notes=tuple(notes))
+
+
+def _prisma_swath(fh: Any, path: Path, what: str) -> tuple[str, str]:
+    """(level, swath path) of the product's hyperspectral swath, PRS_L2C_HCO or PRS_L2D_HCO."""
+    import h5py
+
+    swaths = fh.get("HDFEOS/SWATHS")
+    if not isinstance(swaths, h5py.Group):
+        raise HsixaiError(f"{path}: {what}: not a PRISMA Level-2 product: expected the group HDFEOS/SWATHS "
+                          f"with a swath PRS_L2C_HCO or PRS_L2D_HCO, found no HDFEOS/SWATHS")
+    found = {m.group(1): name for name in swaths if (m := _PRISMA_SWATH.match(name))}
+    readable = sorted(set(found) & set(PRISMA_READ))
+    if len(readable) != 1:
+        others = ", ".join(f"{level} ({PRISMA_OTHER[level]})" for level in sorted(set(found) & set(PRISMA_OTHER)))
+        listing = ", ".join(sorted(swaths)) or "none"
+        raise HsixaiError(f"{path}: {what}: expected one PRISMA L2C or L2D hyperspectral swath "
+                          f"(HDFEOS/SWATHS/PRS_L2C_HCO or PRS_L2D_HCO), found swaths: {listing}"
+                          + (f"; {others} is not reflectance: convert reads L2C and L2D" if others else ""))
+    level = readable[0]
+    return level, f"HDFEOS/SWATHS/{found[level]}"
+
+
+def _prisma_detector(fh: Any, path: Path, swath: str, name: str) -> _Detector:
+    import h5py
+
+    key = f"{swath}/Data Fields/{name}_Cube"
+    dataset = fh.get(key)
+    if not isinstance(dataset, h5py.Dataset):
+        raise HsixaiError(f"{path}: not a PRISMA Level-2 product: dataset {key} not found")
+    if dataset.ndim != 3 or dataset.dtype.kind not in "iu":
+        raise HsixaiError(f"{path}: {key}: expected integer DN [rows, bands, columns], "
+                          f"found shape {dataset.shape} {dataset.dtype}")
+    suffix = name.capitalize()  # Vnir, Swir
+    cw = _prisma_vector(fh, f"List_Cw_{suffix}", path)
+    fwhm = _prisma_vector(fh, f"List_Fwhm_{suffix}", path)
+    flags = _prisma_vector(fh, f"List_Cw_{suffix}_Flags", path)
+    if not cw.size == fwhm.size == flags.size == dataset.shape[1]:
+        raise HsixaiError(f"{path}: {key}: expected as many bands (axis 1 of [rows, bands, columns]) as values in "
+                          f"List_Cw_{suffix}, List_Fwhm_{suffix} and List_Cw_{suffix}_Flags, found shape "
+                          f"{dataset.shape} and {cw.size}, {fwhm.size}, {flags.size} values")
+    used = np.flatnonzero((flags == 1) & (cw > 0))
+    if not (np.isfinite(fwhm[used]).all() and (fwhm[used] > 0).all()):
+        raise HsixaiError(f"{path}: List_Fwhm_{suffix}: expected positive band widths for the bands in use, "
+                          f"found {fwhm[used][~(fwhm[used] > 0)][:3].tolist()}")
+    low, high = (_prisma_number(fh, f"L2Scale{suffix}{end}", path) for end in ("Min", "Max"))
+    if not high > low:
+        raise HsixaiError(f"{path}: expected L2Scale{suffix}Max > L2Scale{suffix}Min, found {high:g} <= {low:g}")
+    fill = dataset.fillvalue
+    return _Detector(name, dataset, used, cw[used], fwhm[used], low, (high - low) / PRISMA_DN_MAX,
+                     int(fill) if fill is not None else 0)
+
+
+def _prisma_attribute(fh: Any, name: str, path: Path) -> np.ndarray:
+    if name not in fh.attrs:
+        raise HsixaiError(f"{path}: not a PRISMA Level-2 product: root attribute {name!r} not found")
+    value = np.asarray(fh.attrs[name])
+    if value.dtype.kind in "SU":  # a number written as text
+        try:
+            value = value.astype(np.float64)
+        except ValueError:
+            raise HsixaiError(f"{path}: root attribute {name!r}: expected numbers, found {value!r}") from None
+    if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+        raise HsixaiError(f"{path}: root attribute {name!r}: expected finite numbers, found {value!r}")
+    return value.astype(np.float64)
+
+
+def _prisma_vector(fh: Any, name: str, path: Path) -> np.ndarray:
+    value = _prisma_attribute(fh, name, path)
+    if value.ndim != 1:
+        raise HsixaiError(f"{path}: root attribute {name!r}: expected a list of numbers, found shape {value.shape}")
+    return value
+
+
+def _prisma_number(fh: Any, name: str, path: Path) -> float:
+    value = _prisma_attribute(fh, name, path)
+    if value.size != 1:
+        raise HsixaiError(f"{path}: root attribute {name!r}: expected one number, found {value.size}")
+    return float(value.ravel()[0])
+
+
+def _prisma_grid(fh: Any, path: Path, height: int, width: int) -> Georef:
+    """The L2D map grid: EPSG code, and the corner pixels' centres, 30 m apart, north up."""
+    epsg = _prisma_number(fh, "Epsg_Code", path)
+    west, north = (_prisma_number(fh, f"Product_ULcorner_{axis}", path) for axis in ("easting", "northing"))
+    east, south = (_prisma_number(fh, f"Product_LRcorner_{axis}", path) for axis in ("easting", "northing"))
+    for span, pixels, what in ((east - west, width, "Product_LRcorner_easting - Product_ULcorner_easting"),
+                               (north - south, height, "Product_ULcorner_northing - Product_LRcorner_northing")):
+        expected = (pixels - 1) * PRISMA_PIXEL_M
+        if abs(span - expected) > PRISMA_PIXEL_M / 2:
+            raise HsixaiError(f"{path}: corner attributes disagree with the cube's {height} x {width} pixels: "
+                              f"{what} = {span:g} m, expected ({pixels} - 1) x {PRISMA_PIXEL_M:g} m = {expected:g} m "
+                              f"(the corners are the centres of the corner pixels)")
+    if epsg != int(epsg) or epsg <= 0:
+        raise HsixaiError(f"{path}: root attribute 'Epsg_Code': expected a positive integer, found {epsg:g}")
+    half = PRISMA_PIXEL_M / 2
+    return Georef(crs_string(f"EPSG:{int(epsg)}", f"{path}: Epsg_Code {int(epsg)}"),
+                  (PRISMA_PIXEL_M, 0.0, west - half, 0.0, -PRISMA_PIXEL_M, north + half), width, height,
+                  f"{path}: Epsg_Code and Product_ULcorner_* (centre of the upper-left pixel), 30 m pixels")
+
+
 # --------------------------------------------------------------------------- band axis
 def resolve_band_axis(cube: Stored, given: int | None, mask_shape: tuple[int, int] | None,
                       n_wavelengths: int | None) -> int:
@@ -460,6 +705,11 @@ def resolve_band_axis(cube: Stored, given: int | None, mask_shape: tuple[int, in
 # --------------------------------------------------------------------------- masks
 def read_mask(path: Path, what: str, var: str | None) -> np.ndarray:
     """A 2-D mask as a C-ordered non-negative integer array (whole-number floats too: MATLAB stores doubles)."""
+    return read_mask_and_grid(path, what, var)[0]
+
+
+def read_mask_and_grid(path: Path, what: str, var: str | None) -> tuple[np.ndarray, Georef | None]:
+    """`read_mask`, and the mask's map grid when its file has one (GeoTIFF, ENVI with `map info`)."""
     stored = open_stored(path, what, var, ndim=2)
     where = f"{stored.path}{f' ({stored.name})' if stored.name else ''}: {what}"
     try:
@@ -487,7 +737,14 @@ def read_mask(path: Path, what: str, var: str | None) -> np.ndarray:
     if mask.dtype.kind in "bf":
         top = mask.max(initial=0)
         mask = mask.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int64)
-    return np.ascontiguousarray(mask, dtype=mask.dtype.newbyteorder("="))  # h5py's .T is Fortran-ordered
+    return np.ascontiguousarray(mask, dtype=mask.dtype.newbyteorder("=")), stored.georef  # h5py's .T: Fortran order
+
+
+def _check_same_grid(cube: Stored, mask_grid: Georef | None, path: Path, what: str) -> None:
+    """A mask with a map grid must lie on the cube's (one without a grid is taken on the cube's pixel grid)."""
+    if cube.georef is not None and mask_grid is not None and not cube.georef.same_grid(mask_grid):
+        raise HsixaiError(f"{path}: {what}: expected the cube's grid ({cube.georef.describe()}), "
+                          f"found {mask_grid.describe()}")
 
 
 # --------------------------------------------------------------------------- convert
@@ -511,8 +768,8 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
     The cube is copied in blocks of rows of about `block_bytes`.
     """
     _check_out_dir(req.out)
-    train = read_mask(req.train, "training mask", req.train_var)
-    test = read_mask(req.test, "test mask", req.test_var)
+    train, train_grid = read_mask_and_grid(req.train, "training mask", req.train_var)
+    test, test_grid = read_mask_and_grid(req.test, "test mask", req.test_var)
     if test.shape != train.shape:
         raise HsixaiError(f"{req.test}: test mask: expected the training mask's shape {train.shape}, "
                           f"found {test.shape}")
@@ -535,22 +792,37 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
                               f"found {train.shape}")
         if wavelengths is not None:
             _check_wavelengths(wavelengths, n_bands, wl_source, cube.path)
+        _check_same_grid(cube, train_grid, req.train, "training mask")
+        _check_same_grid(cube, test_grid, req.test, "test mask")
 
         summary = {"cube": str(req.cube), "variable": cube.name or None, "band_axis": band_axis,
                    "shape": [n_bands, *spatial], "dtype": str(cube.dtype.newbyteorder("=")),
                    "train": str(req.train), "test": str(req.test), "n_classes": n_classes,
-                   "wavelengths": None if wavelengths is None else str(wl_source)}
+                   "wavelengths": None if wavelengths is None else str(wl_source),
+                   "georef": None if cube.georef is None else cube.georef.to_json()}
         with staged_outputs(req.out) as (stage,):
-            _write_cube(cube, band_axis, stage / paths.RAW_CUBE, progress, block_bytes)
+            nodata = _write_cube(cube, band_axis, stage / paths.RAW_CUBE, progress, block_bytes)
+            summary["nodata_pixels"] = 0 if nodata is None else int(nodata.sum())
+            if nodata is not None:
+                for path, mask, what in ((req.train, train, "training mask"), (req.test, test, "test mask")):
+                    check_labels_have_data(mask, nodata, path, what)
+                np.save(stage / paths.RAW_NODATA, nodata)
             np.save(stage / paths.RAW_TRAIN, train)
             np.save(stage / paths.RAW_TEST, test)
             if wavelengths is not None:
                 np.save(stage / paths.RAW_WAVELENGTHS, wavelengths.astype(np.float64))
+            if cube.fwhm is not None:
+                np.save(stage / paths.RAW_FWHM, cube.fwhm.astype(np.float64))
+            if cube.georef is not None:
+                write_georef(stage, cube.georef)
             write_json(stage / "convert.json", summary)
             _validate(stage, req.out, n_classes)
     finally:
         cube.close()
-    if wavelengths is None:  # only after success: an error must stay the only line on stderr
+    # only after success: an error must stay the only line on stderr
+    for note in cube.notes:
+        log.warning("%s", note)
+    if wavelengths is None:
         log.warning("%s: no wavelengths in the file and no --wavelengths: figures will use band numbers", req.cube)
     return summary
 
@@ -602,11 +874,14 @@ def _check_wavelengths(wavelengths: np.ndarray, n_bands: int, source: Path, cube
         raise HsixaiError(f"{source}: expected positive finite wavelengths, found NaN, Inf or values <= 0")
 
 
-def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_bytes: int) -> None:
+def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_bytes: int) -> np.ndarray | None:
     """Copy blocks of rows into a [bands, H, W] .npy, counting NaN/Inf per band on the way.
 
     Each block [bands, rows, W] lands as one contiguous write per band, so
-    memory holds a block (and its reordered copy), never the cube.
+    memory holds a block (and its reordered copy), never the cube. Where the
+    reader marks pixels without data by NaN in every band (`nan_is_nodata`),
+    those pixels are not counted and their mask [H, W] is returned (None when
+    the reader marks none, or no pixel is without data).
     """
     n_bands = cube.shape[band_axis]
     row_axis = 1 if band_axis == 0 else 0
@@ -614,6 +889,7 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
     dtype = cube.dtype.newbyteorder("=")
     rows = max(1, block_bytes // max(1, n_bands * width * dtype.itemsize))
     bad = np.zeros(n_bands, dtype=np.int64)
+    nodata = np.zeros((height, width), dtype=bool) if cube.nan_is_nodata else None
     with open(path, "wb") as fh:
         npy_format.write_array_header_2_0(
             fh, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_bands, height, width)})
@@ -625,7 +901,12 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
                 raise HsixaiError(f"{cube.path}: cannot read rows {start}.. of the cube ({_one_line(exc)})") from None
             block = np.moveaxis(block, band_axis, 0)
             if dtype.kind == "f":
-                bad += (~np.isfinite(block)).sum(axis=(1, 2))
+                not_finite = ~np.isfinite(block)
+                if nodata is not None:
+                    empty = np.isnan(block).all(axis=0)  # [rows, W]
+                    nodata[start:start + block.shape[1]] = empty
+                    not_finite &= ~empty
+                bad += not_finite.sum(axis=(1, 2))
             for b in range(n_bands):
                 fh.seek(offset + (b * height + start) * width * dtype.itemsize)
                 np.ascontiguousarray(block[b], dtype=dtype).tofile(fh)
@@ -634,3 +915,6 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
         raise HsixaiError(f"{cube.path}: band {first} has {bad[first]} NaN or Inf values "
                           f"({int((bad > 0).sum())} bands affected, {int(bad.sum())} values in all); "
                           f"expected finite values")
+    if nodata is not None and nodata.all():
+        raise HsixaiError(f"{cube.path}: every pixel is fill (no data in any band); expected an acquisition")
+    return nodata if nodata is not None and nodata.any() else None

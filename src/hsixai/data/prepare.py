@@ -11,12 +11,19 @@ Outputs in data/prepared/:
     bands.npy         int32 [bands], the kept bands' indices in the raw cube
     band_range.npy    float32 [2, bands], raw min and max per kept band (to scale another acquisition alike)
     meta.json         class names, wavelength unit, shapes
+    nodata.npy        bool [H, W], only when the raw directory has one: the pixels without data, which
+                      hold each band's mean over the pixels with data (scaled), never NaN
+    georef.json       only when the raw directory has one: its map grid, copied byte for byte
+
+Pixels without data (raw nodata.npy) take no part in the finite-values check or
+the min-max range, so fill values neither fail the stage nor stretch the scale.
 Figures in figures/prepare/: false_colour.png, class_spectra.png
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 
 import numpy as np
 from tqdm import tqdm
@@ -25,7 +32,7 @@ from .. import plots
 from ..config import Params
 from ..errors import HsixaiError
 from ..io import BandReader, NpyStreamWriter, staged_outputs, write_json
-from ..paths import Paths
+from ..paths import RAW_GEOREF, RAW_NODATA, Paths
 from .readers import open_raw_scene
 
 log = logging.getLogger(__name__)
@@ -72,23 +79,28 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     rgb = {}
     constant = []
     height, width = scene.spatial_shape
+    valid = None if scene.nodata is None else ~scene.nodata  # [H, W] bool, True = the pixel has data
 
     with staged_outputs(paths.prepared_dir, paths.figures_dir("prepare")) as (out, figs):
         with BandReader(scene.cube) as reader, \
                 NpyStreamWriter(out / "cube.npy", (len(kept), height, width), np.float32) as writer:
             for i, b in enumerate(tqdm(kept, desc="prepare: bands", unit="band", disable=not progress)):
                 band = reader.read(int(b)).astype(np.float32)
-                _check_finite(band, int(b), scene.cube.path)
+                _check_finite(band, int(b), scene.cube.path, valid)
                 # Class means of the raw values: min-max scaling per band would distort the spectra's shape.
                 values = band.ravel()[labelled].astype(np.float64)
                 sums[:, i] = np.bincount(train_flat, weights=values, minlength=len(names))
                 sums_sq[:, i] = np.bincount(train_flat, weights=values**2, minlength=len(names))
-                lo, hi = float(band.min()), float(band.max())
+                with_data = band if valid is None else band[valid]
+                lo, hi = float(with_data.min()), float(with_data.max())
                 band_range[:, i] = lo, hi
                 if hi > lo:
                     band -= lo
                     band /= hi - lo
                     np.clip(band, 0.0, 1.0, out=band)
+                    if valid is not None:
+                        # A neutral value, not NaN: patches of pixels near the acquisition's edge reach here.
+                        band[~valid] = band[valid].mean(dtype=np.float64)
                 else:  # a dead band carries no information; keep it as zeros so band indices stay aligned
                     constant.append(int(b))
                     band[:] = 0.0
@@ -104,6 +116,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         np.save(out / "wavelengths.npy", wavelengths)
         np.save(out / "bands.npy", kept)
         np.save(out / "band_range.npy", band_range)
+        if scene.nodata is not None:
+            np.save(out / RAW_NODATA, scene.nodata)
+        if scene.georef is not None:  # checked against the cube by open_raw_scene; copied as it is
+            shutil.copyfile(scene.directory / RAW_GEOREF, out / RAW_GEOREF)
         meta = {
             "class_names": names,
             "shape": [len(kept), height, width],
@@ -112,6 +128,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             "removed_bands": int(scene.n_bands - len(kept)),
             "constant_bands": constant,
             "wavelength_unit": scene.wavelength_unit,
+            "nodata_pixels": 0 if scene.nodata is None else int(scene.nodata.sum()),
+            "georeferenced": scene.georef is not None,
             "train_pixels": dict(zip(names, map(int, train_counts))),
             "test_pixels": dict(zip(names, map(int, np.bincount(test[test >= 0], minlength=len(names))))),
         }
@@ -128,8 +146,11 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     return meta
 
 
-def _check_finite(band: np.ndarray, index: int, path) -> None:
+def _check_finite(band: np.ndarray, index: int, path, valid: np.ndarray | None) -> None:
+    """NaN or Inf in a band is an error, except on pixels without data (`valid` False)."""
     finite = np.isfinite(band)
+    if valid is not None:
+        finite |= ~valid
     if not finite.all():
         row, col = np.argwhere(~finite)[0]
         raise HsixaiError(f"{path}: band {index} has {int((~finite).sum())} NaN or Inf values "

@@ -5,6 +5,10 @@ A raw directory holds, as NumPy files:
     train_crops.npy  [H, W] integer labels, 0 = unlabelled, 1..K = classes
     test_crops.npy   [H, W] integer labels, same coding
     wavelengths.npy  [bands] band centres in nm (optional: band numbers are used without it)
+    fwhm.npy         [bands] band widths in nm (optional, checked but not used by the pipeline yet)
+    nodata.npy       bool [H, W], True where the acquisition has no data (optional): the cube's values
+                     there are ignored (NaN allowed) and no label may fall there
+    georef.json      the map grid (optional, see georef.py): without it the scene is on its pixel grid
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import numpy as np
 from .. import paths
 from ..errors import HsixaiError
 from ..io import NpyInfo, inspect_npy, load_npy
+from .georef import Georef, read_georef
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +35,8 @@ class RawScene:
     test: np.ndarray  # [H, W] int, 0 = unlabelled
     wavelengths: np.ndarray  # [bands] float32, nm (or band numbers, see wavelength_unit)
     wavelength_unit: str  # "nm" or "band number"
+    nodata: np.ndarray | None = None  # bool [H, W], True = no data; None = every pixel has data
+    georef: Georef | None = None  # the map grid; None = the pixel grid
 
     @property
     def n_bands(self) -> int:
@@ -67,7 +74,42 @@ def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
     else:
         log.warning("%s not found: figures will use band numbers instead of wavelengths", wl_path)
         wavelengths, unit = np.arange(1, cube.shape[0] + 1, dtype=np.float32), "band number"
-    return RawScene(directory, cube, train, test, wavelengths, unit)
+    _check_fwhm(directory / paths.RAW_FWHM, cube.shape[0])
+    nodata = _load_nodata(directory / paths.RAW_NODATA, spatial)
+    if nodata is not None:
+        for path, mask, what in ((directory / paths.RAW_TRAIN, train, "training mask"),
+                                 (directory / paths.RAW_TEST, test, "test mask")):
+            check_labels_have_data(mask, nodata, path, what)
+    return RawScene(directory, cube, train, test, wavelengths, unit, nodata, read_georef(directory, spatial))
+
+
+def check_labels_have_data(mask: np.ndarray, nodata: np.ndarray, path: Path, what: str) -> None:
+    """No labelled pixel where the acquisition has no data."""
+    bad = (mask > 0) & nodata
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        raise HsixaiError(f"{path}: {what}: expected labels only where the cube has data, found {int(bad.sum())} "
+                          f"labelled pixels on no-data pixels (first at row {row}, column {col})")
+
+
+def _load_nodata(path: Path, spatial: tuple[int, ...]) -> np.ndarray | None:
+    if not path.exists():
+        return None
+    nodata = load_npy(path, "no-data mask", ndim=2, kinds="b", shape=tuple(spatial))
+    if nodata.all():
+        raise HsixaiError(f"{path}: no-data mask: every pixel is marked as having no data")
+    return nodata
+
+
+def _check_fwhm(path: Path, n_bands: int) -> None:
+    if not path.exists():
+        return
+    fwhm = load_npy(path, "band widths (FWHM)", ndim=1, kinds="fiu")
+    if fwhm.shape[0] != n_bands:
+        raise HsixaiError(f"{path}: expected {n_bands} band widths (one per band of {paths.RAW_CUBE}), "
+                          f"found {fwhm.shape[0]}")
+    if not np.isfinite(fwhm).all() or (fwhm <= 0).any():
+        raise HsixaiError(f"{path}: expected positive finite band widths in nm, found NaN, Inf or values <= 0")
 
 
 def _load_mask(path: Path, what: str, spatial: tuple[int, ...], n_classes: int) -> np.ndarray:

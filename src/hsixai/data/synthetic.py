@@ -32,7 +32,7 @@ from tqdm import tqdm
 from .. import paths
 from ..config import CROP_NAMES, AdaptSyntheticConfig, SynthesizeConfig
 from ..io import NpyStreamWriter, staged_outputs, write_json
-from . import spectra
+from . import georef, spectra
 
 # Cover types: 1..6 are the crops (label = cover type), the rest is unlabelled background.
 SOIL, URBAN, WATER, ROAD = 7, 8, 9, 10
@@ -160,6 +160,7 @@ def _acquire(cfg: SynthesizeConfig, root_rng: np.random.Generator, seed: int, ou
         np.save(stage / paths.RAW_TRAIN, train)
         np.save(stage / paths.RAW_TEST, test)
         np.save(stage / paths.RAW_WAVELENGTHS, wl)
+        georef.write_synthetic_georef(stage, cfg.height, cfg.width)
         summary = {**_summary(cfg, seed, layout, train, test), **(extra or {})}
         write_json(stage / "scene.json", summary)
     return summary

@@ -4,12 +4,16 @@ For each instance, only the samples it classifies correctly are explained,
 each towards its true class. IG (zero baseline) runs inside captum's
 NoiseTunnel by default (smoothgrad_sq, 10 samples, stdev 0.2), on batches that
 mix every class with per-sample targets, and with `internal_batch_size`
-model inputs per forward/backward. Each attribution [bands, p, p] is reduced to
-a spectral profile [bands]: its positive part averaged over the p x p pixels.
+model inputs per forward/backward. Each attribution [bands, p, p] is reduced,
+batch by batch (no full map is kept beyond its batch), to a spectral profile
+[bands]: its positive part averaged over the p x p pixels; and to its positive
+mass per Chebyshev ring around the centre pixel [p // 2 + 1] (ring 0 = the
+centre pixel), summed over bands: where in the patch the evidence lies.
 
 Outputs in data/attributions/:
     profiles.npz  profiles float32 [instances, samples, bands] (zeros where not correct),
                   labels int64 [samples] (0..K-1), correct bool [instances, samples],
+                  ring_mass float32 [instances, samples, p // 2 + 1] (zeros where not correct),
                   wavelengths float32 [bands], bands int32 [bands] (raw band indices),
                   rows, cols int64 [samples] (pixel coordinates), class_names
     maps.npz      maps float32 [K, bands, p, p]: one full attribution per class (instance 0),
@@ -44,6 +48,21 @@ def spectral_profiles(attributions: torch.Tensor) -> torch.Tensor:
     return attributions.clamp(min=0).mean(dim=(2, 3))
 
 
+def chebyshev_rings(patch_size: int) -> torch.Tensor:
+    """[p, p] int64: each pixel's Chebyshev distance to the centre pixel (0 at the centre, p // 2 at the border)."""
+    offsets = (torch.arange(patch_size) - patch_size // 2).abs()
+    return torch.maximum(offsets[:, None], offsets[None, :])
+
+
+def ring_masses(attributions: torch.Tensor) -> torch.Tensor:
+    """[n, bands, p, p] -> [n, p // 2 + 1]: positive attribution summed over bands and over each Chebyshev ring."""
+    n, _, p, _ = attributions.shape
+    spatial = attributions.clamp(min=0).sum(dim=1).reshape(n, p * p)  # [n, p * p]
+    rings = chebyshev_rings(p).reshape(-1).to(attributions.device)
+    out = torch.zeros(n, p // 2 + 1, dtype=spatial.dtype, device=spatial.device)
+    return out.index_add_(1, rings, spatial)
+
+
 def explainer(model: nn.Module, cfg: XaiConfig):
     """A function (inputs [n, bands, p, p], targets [n]) -> attributions [n, bands, p, p]."""
     for p in model.parameters():  # gradients are needed for the inputs only
@@ -62,26 +81,29 @@ def explainer(model: nn.Module, cfg: XaiConfig):
 
 def attribute_instance(model: nn.Module, sampler: PatchSampler, centres: torch.Tensor, targets: torch.Tensor,
                        cfg: XaiConfig, seed: int, keep_maps: np.ndarray | None = None,
-                       progress: bool = False, desc: str = "attribute") -> tuple[np.ndarray, dict[int, np.ndarray]]:
-    """Spectral profiles [n, bands] of the samples at `centres` towards `targets`.
+                       progress: bool = False, desc: str = "attribute"
+                       ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    """Spectral profiles [n, bands] and ring masses [n, p // 2 + 1] of the samples at `centres` towards `targets`.
 
-    Returns the profiles and, for the sample indices in `keep_maps`, their full
-    attributions [bands, p, p].
+    Returns the profiles, the ring masses and, for the sample indices in
+    `keep_maps`, their full attributions [bands, p, p].
     """
     model.eval()
     explain = explainer(model, cfg)
     torch.manual_seed(seed)  # NoiseTunnel's noise
     keep = set(keep_maps.tolist()) if keep_maps is not None else set()
-    profiles, maps = [], {}
+    profiles, rings, maps = [], [], {}
     for start in tqdm(range(0, len(centres), cfg.batch_size), desc=desc, unit="batch", leave=False,
                       disable=not progress):
         x = sampler.gather(centres[start:start + cfg.batch_size]).contiguous()
         attributions = explain(x, targets[start:start + cfg.batch_size]).detach()
         profiles.append(spectral_profiles(attributions).float().cpu())
+        rings.append(ring_masses(attributions).float().cpu())
         for j in keep & set(range(start, start + len(x))):
             maps[j] = attributions[j - start].float().cpu().numpy()
-    bands = sampler.n_bands
-    return (torch.cat(profiles).numpy() if profiles else np.zeros((0, bands), np.float32)), maps
+    if not profiles:
+        return np.zeros((0, sampler.n_bands), np.float32), np.zeros((0, sampler.patch_size // 2 + 1), np.float32), maps
+    return torch.cat(profiles).numpy(), torch.cat(rings).numpy(), maps
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
@@ -103,6 +125,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     n_inst, n, bands = len(models), len(labels), sampler.n_bands
     profiles = np.zeros((n_inst, n, bands), dtype=np.float32)
     correct = np.zeros((n_inst, n), dtype=bool)
+    ring_mass = np.zeros((n_inst, n, params.patch_size // 2 + 1), dtype=np.float32)
     maps = np.zeros((len(names), bands, params.patch_size, params.patch_size), dtype=np.float32)
     map_samples = np.full(len(names), -1, dtype=np.int64)
     start = time.perf_counter()
@@ -115,10 +138,11 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 hits = chosen[labels[chosen] == k]
                 map_samples[k] = hits[0] if len(hits) else -1
         keep = np.flatnonzero(np.isin(chosen, map_samples)) if i == 0 else None
-        profile, kept_maps = attribute_instance(
+        profile, rings, kept_maps = attribute_instance(
             model, sampler, centres[torch.from_numpy(chosen).to(device)], targets_all[chosen], cfg,
             seed=params.seed + i, keep_maps=keep, progress=progress, desc=f"attribute #{i}")
         profiles[i, chosen] = profile
+        ring_mass[i, chosen] = rings
         for j, attribution in kept_maps.items():
             maps[labels[chosen[j]]] = attribution
         log.info("instance %d: %d of %d xAI samples classified correctly", i, len(chosen), n)
@@ -128,7 +152,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     summary = {"samples": n, "correct_per_instance": correct.sum(axis=1).tolist(), "seconds": round(seconds, 2),
                "samples_per_s": round(float(correct.sum()) / max(seconds, 1e-9), 3)}
     with staged_outputs(paths.attributions_dir, paths.figures_dir("attribute")) as (out, figs):
-        np.savez(out / "profiles.npz", profiles=profiles, labels=labels, correct=correct, wavelengths=wavelengths,
+        np.savez(out / "profiles.npz", profiles=profiles, labels=labels, correct=correct, ring_mass=ring_mass,
+                 wavelengths=wavelengths,
                  bands=np.load(paths.prepared_dir / "bands.npy"), rows=rows, cols=cols, class_names=np.array(names))
         np.savez(out / "maps.npz", maps=maps, map_samples=map_samples)
         plots.attribution_maps(maps, map_samples >= 0, names, figs / "maps.png",
