@@ -198,7 +198,7 @@ def test_shadow_scene_is_the_sunlit_scene_scaled_in_the_shadow_only(shadow_scene
         offsets.append(offset)
     assert np.median(slopes) == pytest.approx(1.0, abs=0.05)
     assert np.median(np.abs(offsets)) < 0.01, "no additive offset"
-    for name in ("train_crops.npy", "test_crops.npy", "wavelengths.npy"):
+    for name in ("train_crops.npy", "test_crops.npy", "wavelengths.npy", "georef.json"):  # same ground, same grid
         assert (root / "scene" / name).read_bytes() == (tmp_path / "sunlit" / name).read_bytes()
 
 

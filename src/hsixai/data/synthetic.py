@@ -396,8 +396,8 @@ def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", 
                 band = cube[b] * scale + restore * noise_rng.standard_normal(scale.shape, dtype=np.float32)
                 out.write(np.clip(band, 0.0, 1.0).astype(np.float32))
         del cube
-        for name in (names.RAW_TRAIN, names.RAW_TEST, names.RAW_WAVELENGTHS):
-            shutil.copyfile(sunlit / name, stage / name)
+        for name in (names.RAW_TRAIN, names.RAW_TEST, names.RAW_WAVELENGTHS, names.RAW_GEOREF):
+            shutil.copyfile(sunlit / name, stage / name)  # the map grid too: the shadow is on the same ground
         region = (weight >= 0.5).astype(np.int8)
         np.save(stage / names.RAW_REGION, region)
         summary = {"generator": "hsixai one-scene adaptation pair (cloud shadow)", "seed": seed,
