@@ -36,11 +36,14 @@ def test_adapt_stages_write_the_ablation_for_both_pairs(dvc_repo):
                 for key in ("oa", "aa", "kappa", "f1_macro", "miou"):
                     assert result[variant][f"{key}_std"] >= 0
                     assert -1 <= result[variant][key] <= 1
-            if arm != "source_only":
-                diff = result["vs_source_only"]["as_trained"]
-                assert diff["low"] <= diff["mean"] <= diff["high"] and diff["n"] == 2
+            for reference in ("source_only", "adabn"):
+                if arm != reference:
+                    for variant in ("as_trained", "recalibrated"):
+                        diff = result[f"vs_{reference}"][variant]
+                        assert diff["low"] <= diff["mean"] <= diff["high"] and diff["n"] == 2
             if arm not in ("source_only", "adabn"):
                 assert result["iterations"] == [2, 2] and result["hit_cap"] == 2, "tiny: every run hits the cap"
+                assert result["stopped_by_rule"] == [False, False]
         # source_only recalibrated on the whole target scene is exactly the adabn arm
         assert entry["arms"]["source_only"]["recalibrated"]["f1_macro"] == \
             pytest.approx(entry["arms"]["adabn"]["as_trained"]["f1_macro"])
