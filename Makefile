@@ -28,7 +28,11 @@ $(STAMP): pyproject.toml constraints.txt
 run: setup
 	hsixai sweep
 
-# Domain adaptation: source-only, few-label fine-tuning and the adversarial arms, on the target scene.
+# Domain adaptation (docs/adaptation.md): source-only, AdaBN, fine-tuning and the adversarial arms on both embedded
+# pairs, 5 seeds. OpenMP threads that spin while they wait made a pretraining step 6-8x slower on the shared 2-core
+# machine (docs/adaptation.md, "Budget"): they sleep here unless OMP_WAIT_POLICY says otherwise.
+# The labels sweep: dvc repro adapt_labels.
+adapt: export OMP_WAIT_POLICY ?= PASSIVE
 adapt: setup
 	dvc repro adapt_evaluate
 

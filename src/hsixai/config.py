@@ -216,43 +216,116 @@ class AdaptSyntheticConfig:
 
 
 @dataclass(frozen=True)
-class AdaptConfig:
-    """Attention-guided semi-supervised adversarial domain adaptation (README, "Domain adaptation").
+class AdaptSourceConfig:
+    """The embedded source scene of the two_scenes pair: the project's scene generator at a CPU-sized extent
+    (whole-scene adversarial training costs in proportion to both scenes' pixels)."""
 
-    Defaults are a CPU demo profile; the README gives the published-scale settings.
+    height: int = 96
+    width: int = 96
+
+    def __post_init__(self) -> None:
+        _check(self.height >= 32 and self.width >= 32, "adapt.source_synthetic.height/width", "at least 32",
+               f"{self.height} x {self.width}")
+
+
+@dataclass(frozen=True)
+class AdaptShadowConfig:
+    """The embedded one-scene pair (the published University of Houston setting): one scene, partly under a
+    cloud shadow; source = labelled pixels in the sun, target = labelled pixels in the shadow. No global gain or
+    offset: the shadow (diffuse light only, relatively bluer, lower signal-to-noise) is the whole gap."""
+
+    height: int = 96
+    width: int = 96
+    shadow_fraction: float = 0.4  # share of the scene under the shadow
+
+    def __post_init__(self) -> None:
+        _check(self.height >= 32 and self.width >= 32, "adapt.shadow_synthetic.height/width", "at least 32",
+               f"{self.height} x {self.width}")
+        _check(0.1 <= self.shadow_fraction <= 0.6, "adapt.shadow_synthetic.shadow_fraction", "in [0.1, 0.6]",
+               self.shadow_fraction)
+
+
+ADAPT_PAIRS = ("two_scenes", "shadow")
+# Trained or recalibrated arms of the ablation; `source_only` (S as it is) is always evaluated besides them.
+ADAPT_ARMS = ("adabn", "finetune", "binary", "kplus1", "kplus1_attention")
+ALL_LABELS = "all"  # target_labels_per_class: every labelled target training pixel (the published UH setting)
+
+
+def _check_labels(key: str, value: int | str) -> None:
+    _check(value == ALL_LABELS or (isinstance(value, int) and value >= 1), key,
+           f"a positive integer or '{ALL_LABELS}'", value)
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Attention-guided semi-supervised adversarial domain adaptation (docs/adaptation.md).
+
+    Defaults follow the authors' code where it fits a CPU: whole scenes, D in
+    eval mode during T steps, a linear feature map, the published gate and
+    stopping rule; the pair sizes and `seeds` keep `make adapt` under 30
+    minutes on two cores.
     """
 
-    source_dir: str = "data/synthetic"
+    pairs: list[str] = field(default_factory=lambda: list(ADAPT_PAIRS))
+    # two_scenes: any two raw acquisitions (the embedded ones: stages adapt_source_synthesize, adapt_synthesize)
+    source_dir: str = "data/adapt/source_synthetic"
     target_dir: str = "data/adapt/target_synthetic"
+    source_synthetic: AdaptSourceConfig = field(default_factory=AdaptSourceConfig)
     synthetic: AdaptSyntheticConfig = field(default_factory=AdaptSyntheticConfig)
-    target_labels_per_class: int = 10
+    # shadow: one raw scene with region.npy (1 = target region); the embedded one: stage adapt_shadow_synthesize
+    shadow_dir: str = "data/adapt/shadow_synthetic"
+    shadow_synthetic: AdaptShadowConfig = field(default_factory=AdaptShadowConfig)
+    # The ablation's arms besides source_only (always evaluated); binary is an extra ablation, off by default.
+    arms: list[str] = field(default_factory=lambda: ["adabn", "finetune", "kplus1", "kplus1_attention"])
+    target_labels_per_class: int | str = 10  # or "all"
+    labels_sweep: list[int | str] = field(default_factory=lambda: [50, ALL_LABELS])  # stage adapt_labels
+    labels_sweep_arms: list[str] = field(default_factory=lambda: ["finetune", "kplus1_attention"])
     val_fraction: float = 0.2  # share of each class's source training pixels kept for early stopping
-    tile: int = 32  # side of the random training tiles; 0 = whole scenes
-    seeds: int = 3  # the ablation is repeated with seed, seed + 1, ...
+    tile: int = 0  # 0 = whole scenes (published); else random tiles of this side, one pair per iteration
+    seeds: int = 5  # the ablation is repeated with seed, seed + 1, ...
     pretrain_steps: int = 400
     pretrain_patience: int = 80  # steps without a better source validation F1
     pretrain_lr: float = 0.001
-    iterations: int = 15
+    feature_map: Literal["linear", "batchnorm_relu"] = "linear"  # S's and T's last decoder layers
+    iterations: int = 40  # at most; sized for `make adapt` on 2 CPU cores (docs/adaptation.md, "Budget")
     d_steps: int = 20
     t_steps: int = 5
     d_lr: float = 0.001
     t_lr: float = 0.0001
     d_target_pixels: Literal["labelled", "all"] = "labelled"
-    feature_attention: bool = False  # also gate the target segmenter's feature map
-    # T's BatchNorm while adapting: target batch statistics (and running target statistics for inference),
-    # or frozen at S's. The `adabn` arm measures what target statistics alone are worth.
+    feature_attention: bool = False  # also gate the target segmenter's feature map (published widths 2, 1)
+    # T's BatchNorm while adapting: target batch statistics in T steps (running statistics in D steps and for
+    # inference, as published), or frozen at S's. The `adabn` arm measures what target statistics alone are worth.
     target_batchnorm: Literal["target", "source"] = "target"
-    patience: int = 5  # iterations both losses must stay within `tolerance` to stop early
-    tolerance: float = 0.05  # relative range of a loss over the patience window
+    # D (and its gate) during T steps: eval = running statistics of both domains (published); train = batch
+    # statistics of the target features alone (the earlier hsixai).
+    d_mode_in_t_steps: Literal["eval", "train"] = "eval"
+    # Stop once, for stop_patience iterations in a row, the iteration's mean D loss < stop_loss_d and its mean
+    # T loss < stop_loss_t (published: 5e-5, 0.05, 15; finetune has no D and reads the T loss only).
+    stop_loss_d: float = 5.0e-5
+    stop_loss_t: float = 0.05
+    stop_patience: int = 15
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        for key in ("target_labels_per_class", "seeds", "pretrain_steps", "pretrain_patience", "iterations",
-                    "d_steps", "t_steps", "patience"):
+        for key in ("seeds", "pretrain_steps", "pretrain_patience", "iterations", "d_steps", "t_steps",
+                    "stop_patience"):
             _check(getattr(self, key) >= 1, f"adapt.{key}", "a positive integer", getattr(self, key))
+        bad = [p for p in self.pairs if p not in ADAPT_PAIRS]
+        _check(bool(self.pairs) and not bad and len(set(self.pairs)) == len(self.pairs), "adapt.pairs",
+               f"distinct names from {', '.join(ADAPT_PAIRS)}", self.pairs)
+        bad = [a for a in self.arms if a not in ADAPT_ARMS]
+        _check(bool(self.arms) and not bad and len(set(self.arms)) == len(self.arms), "adapt.arms",
+               f"distinct names from {', '.join(ADAPT_ARMS)}", self.arms)
+        _check_labels("adapt.target_labels_per_class", self.target_labels_per_class)
+        for i, level in enumerate(self.labels_sweep):
+            _check_labels(f"adapt.labels_sweep[{i}]", level)
+        bad = [a for a in self.labels_sweep_arms if a not in ADAPT_ARMS or a == "adabn"]
+        _check(bool(self.labels_sweep_arms) and not bad, "adapt.labels_sweep_arms",
+               f"trained arms from {', '.join(ADAPT_ARMS[1:])}", self.labels_sweep_arms)
         _check(0 < self.val_fraction < 1, "adapt.val_fraction", "a fraction in (0, 1)", self.val_fraction)
         _check(self.tile == 0 or self.tile >= 8, "adapt.tile", "0 (whole scenes) or at least 8 pixels", self.tile)
-        for key in ("pretrain_lr", "d_lr", "t_lr", "tolerance"):
+        for key in ("pretrain_lr", "d_lr", "t_lr", "stop_loss_d", "stop_loss_t"):
             _check(getattr(self, key) > 0, f"adapt.{key}", "a positive number", getattr(self, key))
 
 

@@ -1,8 +1,9 @@
-"""Domain adaptation data: the synthetic target acquisition, consistent scaling, deterministic few labels,
-and bad input through the real CLI (exit 2, one line naming the parameter or file, nothing written)."""
+"""Domain adaptation data: the synthetic target acquisition and one-scene pair, consistent scaling, nested few
+labels, and bad input through the real CLI (exit 2, one line naming the parameter or file, nothing written)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -10,9 +11,13 @@ import numpy as np
 import pytest
 import yaml
 
-from hsixai.adapt.data import few_labels, scaled_cube, source_range, validation_split
+from dataclasses import replace
+
+from hsixai.adapt.common import few_labels
+from hsixai.adapt.data import scaled_cube, source_range, validation_split
 from hsixai.cli import main
-from hsixai.config import AdaptSyntheticConfig, SynthesizeConfig
+from hsixai.config import AdaptShadowConfig, AdaptSyntheticConfig, SynthesizeConfig
+from hsixai.data import spectra
 from hsixai.data import synthetic
 from hsixai.data.readers import open_raw_scene
 
@@ -68,13 +73,16 @@ def test_target_is_scaled_with_the_source_range(pair):
     np.testing.assert_allclose(scaled_cube(target, kept, rng), expected, rtol=1e-5, atol=1e-6)
 
 
-def test_few_labels_are_deterministic_per_seed():
+def test_few_labels_are_deterministic_per_seed_and_nested_across_levels():
     rng = np.random.default_rng(0)
     train = rng.integers(-1, 3, size=(20, 20)).astype(np.int8)
     a, b, c = few_labels(train, 4, 7), few_labels(train, 4, 7), few_labels(train, 4, 8)
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert np.bincount(a[a >= 0]).tolist() == [4, 4, 4]
     assert np.array_equal(a[a >= 0], train[a >= 0]), "only labelled pixels, with their own class"
+    more = few_labels(train, 20, 7)
+    assert ((a >= 0) <= (more >= 0)).all(), "the 4 of a seed are among its 20"
+    assert np.array_equal(few_labels(train, "all", 7), train)
 
 
 def test_validation_split_partitions_each_class():
@@ -92,7 +100,8 @@ def _root(pair: Path, tmp_path: Path, adapt: dict | None = None) -> Path:
     params = tiny_params()
     params["synthesize"].update(bands=40)
     params["data"]["remove_bands"] = ["0-3"]
-    params["adapt"].update(source_dir="source", target_dir="target", **(adapt or {}))
+    params["adapt"].update({"source_dir": "source", "target_dir": "target", "pairs": ["two_scenes"],
+                            "labels_sweep": [4, "all"], **(adapt or {})})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     return root
 
@@ -111,8 +120,11 @@ def _fails(root: Path, capsys, *needles: str) -> None:
 def test_good_pair_prepares(pair, tmp_path):
     root = _root(pair, tmp_path)
     assert main(["--root", str(root), "--no-progress", "adapt_prepare"]) == 0
-    few = np.load(root / "data/adapt/prepared/target_few.npy")
+    few = np.load(root / "data/adapt/target_labels/two_scenes.npy")
     assert few.shape == (2, 32, 32) and (np.bincount(few[0][few[0] >= 0]) == 3).all()
+    prepared = root / "data/adapt/prepared/two_scenes"
+    pool = np.load(prepared / "target_pool.npy")
+    assert ((few[0] >= 0) <= (pool >= 0)).all() and (np.load(prepared / "target_region.npy") == 1).all()
 
 
 def test_different_band_counts(pair, tmp_path, capsys):
@@ -143,6 +155,87 @@ def test_tile_larger_than_the_scene(pair, tmp_path, capsys):
 def test_bad_adapt_params_name_the_key(pair, tmp_path, capsys):
     root = _root(pair, tmp_path, {"d_target_pixels": "some"})
     _fails(root, capsys, "adapt.d_target_pixels", "labelled, all")
+    root = _root(pair, tmp_path / "b", {"pairs": ["two_scenes", "houston"]})
+    _fails(root, capsys, "adapt.pairs", "two_scenes, shadow")
+    root = _root(pair, tmp_path / "c", {"labels_sweep": [50, "most"]})
+    _fails(root, capsys, "adapt.labels_sweep[1]", "'all'")
+    root = _root(pair, tmp_path / "d", {"labels_sweep": [5000]})
+    _fails(root, capsys, "adapt.labels_sweep[0]", "at least 5000")
+
+
+# --------------------------------------------------------------------------- the one-scene (shadow) pair
+SHADOW = AdaptShadowConfig(height=48, width=48, shadow_fraction=0.4)
+
+
+@pytest.fixture(scope="module")
+def shadow_scene(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("shadow")
+    summary = synthetic.synthesize_shadow_scene(SCENE, SHADOW, 0, root / "scene", progress=False)
+    return root, summary
+
+
+def test_shadow_scene_is_the_sunlit_scene_scaled_in_the_shadow_only(shadow_scene, tmp_path):
+    """No global gain or offset: outside the shadow's soft edge every value is the sunlit scene's; deep inside it,
+    each band is the sunlit value times the diffuse-light factor, through the origin."""
+    from scipy import ndimage
+
+    root, summary = shadow_scene
+    sunlit_cfg = replace(SCENE, height=SHADOW.height, width=SHADOW.width)
+    synthetic.synthesize(sunlit_cfg, summary["scene_seed"], tmp_path / "sunlit", progress=False)
+    sun, shade = np.load(tmp_path / "sunlit/hsi.npy"), np.load(root / "scene/hsi.npy")
+    region = np.load(root / "scene/region.npy").astype(bool)
+    assert summary["shadow_pixels"] == region.sum() and 0.3 < region.mean() < 0.5
+    far = ~ndimage.binary_dilation(region, iterations=10)  # beyond the soft edge
+    deep = ndimage.binary_erosion(region, iterations=4)
+    assert far.sum() > 100 and deep.sum() > 50
+    assert np.array_equal(shade[:, far], sun[:, far]), "in the sun the scene is untouched, bit for bit"
+    dark = spectra.shadow_factor(np.load(root / "scene/wavelengths.npy"))
+    slopes, offsets = [], []
+    for b in range(0, sun.shape[0], 4):
+        x, y = sun[b][deep], shade[b][deep]
+        slope, offset = np.polyfit(x, y, 1)
+        slopes.append(slope / dark[b])
+        offsets.append(offset)
+    assert np.median(slopes) == pytest.approx(1.0, abs=0.05)
+    assert np.median(np.abs(offsets)) < 0.01, "no additive offset"
+    for name in ("train_crops.npy", "test_crops.npy", "wavelengths.npy", "georef.json"):  # same ground, same grid
+        assert (root / "scene" / name).read_bytes() == (tmp_path / "sunlit" / name).read_bytes()
+
+
+def test_shadow_pair_labels_no_pixel_in_both_source_and_target(shadow_scene, tmp_path):
+    root, _ = shadow_scene
+    params = tiny_params()
+    params["synthesize"].update(bands=40)
+    params["data"]["remove_bands"] = ["0-3"]
+    params["adapt"].update(pairs=["shadow"], shadow_dir="scene", target_labels_per_class=3, labels_sweep=["all"])
+    shutil.copytree(root / "scene", tmp_path / "scene")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    assert main(["--root", str(tmp_path), "--no-progress", "adapt_prepare"]) == 0
+    prepared = tmp_path / "data/adapt/prepared/shadow"
+    region = np.load(prepared / "target_region.npy") == 1
+    source = [np.load(prepared / f"source_{n}.npy") >= 0 for n in ("train", "val", "test")]
+    target = [np.load(prepared / f"target_{n}.npy") >= 0 for n in ("pool", "test")]
+    few = np.load(tmp_path / "data/adapt/target_labels/shadow.npy") >= 0
+    any_source, any_target = np.logical_or.reduce(source), np.logical_or.reduce([*target, *few])
+    assert any_source.any() and any_target.any()
+    assert not (any_source & any_target).any(), "no pixel is labelled in both source and target"
+    assert not (any_source & region).any() and not (any_target & ~region).any()
+    raw = np.load(tmp_path / "scene/train_crops.npy") > 0
+    assert np.array_equal(source[0] | source[1], raw & ~region), "every sunlit training pixel trains S"
+    assert not (prepared / "target_cube.npy").exists(), "one scene: the target is the source cube"
+    assert json.loads((prepared / "meta.json").read_text())["one_scene"] is True
+
+
+def test_shadow_pair_without_region_fails_in_one_line(shadow_scene, tmp_path, capsys):
+    root, _ = shadow_scene
+    params = tiny_params()
+    params["synthesize"].update(bands=40)
+    params["data"]["remove_bands"] = ["0-3"]
+    params["adapt"].update(pairs=["shadow"], shadow_dir="scene", target_labels_per_class=3, labels_sweep=["all"])
+    shutil.copytree(root / "scene", tmp_path / "scene")
+    (tmp_path / "scene/region.npy").unlink()
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    _fails(tmp_path, capsys, "adapt.shadow_dir", "region.npy not found")
 
 
 def test_mean_iou_by_hand():

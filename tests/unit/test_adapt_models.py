@@ -1,15 +1,16 @@
-"""Domain adaptation networks and losses: shapes, frozen parts, ignored pixels, the attention gate."""
+"""Domain adaptation networks: shapes, the linear feature map, the published gate, checkpoints, recalibration."""
 
 from __future__ import annotations
 
-import copy
+import pickle
 
 import pytest
 import torch
+from torch import nn
 
-from hsixai.adapt.adversarial import Adaptation, Adversary, adabn, batchnorm_on_target, converged, masked, pixel_ce
-from hsixai.adapt.models import AttentionGate, Discriminator, Segmenter
-from hsixai.config import AdaptConfig
+from hsixai.adapt.common import load_segmenter, recalibrate, save_segmenter, tiles_of
+from hsixai.adapt.models import AttentionGate, Discriminator, Segmenter, batchnorm_layers
+from hsixai.errors import HsixaiError
 
 K, BANDS = 4, 6
 
@@ -24,111 +25,144 @@ def test_segmenter_and_discriminator_keep_odd_sizes(height, width):
     assert disc(features).shape == (2, K + 1, height, width), "D has K + 1 outputs per pixel"
 
 
-def test_gate_lies_in_1_2_and_its_input_gets_no_gradient_through_the_gate():
+def _decoder_input(seg: Segmenter, x: torch.Tensor) -> torch.Tensor:
+    seen = {}
+    handle = seg.body.dec1.register_forward_pre_hook(lambda m, args: seen.setdefault("x", args[0]))
+    seg.features(x)
+    handle.remove()
+    return seen["x"]
+
+
+def test_feature_map_before_the_classifier_is_linear():
+    """F is the last decoder conv's output, affine in its input: no BatchNorm or ReLU between it and the classifier."""
+    torch.manual_seed(0)
+    seg = Segmenter(BANDS, K).eval()
+    assert type(seg.body.dec1) is nn.Conv2d and type(seg.body.dec2) is nn.Conv2d
+    a, b = _decoder_input(seg, torch.randn(1, BANDS, 12, 12)), _decoder_input(seg, torch.randn(1, BANDS, 12, 12))
+    dec1 = seg.body.dec1
+    for w in (0.3, -1.5, 4.0):  # affine: F(w a + (1 - w) b) = w F(a) + (1 - w) F(b), for w outside [0, 1] too
+        assert torch.allclose(dec1(w * a + (1 - w) * b), w * dec1(a) + (1 - w) * dec1(b), atol=1e-5)
+    x = torch.randn(1, BANDS, 12, 12)
+    assert torch.equal(seg.features(x), dec1(_decoder_input(seg, x)))
+    assert (seg.features(x) < 0).any(), "no ReLU: features take negative values"
+    old = Segmenter(BANDS, K, feature_map="batchnorm_relu").eval()
+    assert (old.features(x) >= 0).all(), "the earlier hsixai's feature map, kept for ablation, ends in a ReLU"
+
+
+def test_gate_matches_the_published_layer_stack():
+    gate = AttentionGate(K + 1)
+    kinds = [(type(m), getattr(m, "in_features", None), getattr(m, "out_features", None),
+              getattr(m, "num_features", None), getattr(m, "negative_slope", None)) for m in gate.mlp]
+    assert kinds == [(nn.Linear, K + 1, 100, None, None), (nn.BatchNorm1d, None, None, 100, None),
+                     (nn.LeakyReLU, None, None, None, 0.01),
+                     (nn.Linear, 100, 50, None, None), (nn.BatchNorm1d, None, None, 50, None),
+                     (nn.LeakyReLU, None, None, None, 0.01),
+                     (nn.Linear, 50, 1, None, None), (nn.BatchNorm1d, None, None, 1, None)]
+    feature_gate = AttentionGate(16, (2,))
+    assert [type(m) for m in feature_gate.mlp] == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, nn.Linear, nn.BatchNorm1d]
+
+
+def test_gate_lies_in_1_2_is_wide_from_the_start_and_its_input_gets_no_gradient_through_it():
     torch.manual_seed(0)
     gate = AttentionGate(K + 1)
     x = (10 * torch.randn(3, K + 1, 8, 9)).requires_grad_(True)
     a = gate.gate(x)
     assert a.shape == (3, 1, 8, 9)
     assert bool((a > 1).all() and (a < 2).all())
+    # The final BatchNorm1d(1) standardises the pre-sigmoid score: the spread of sigmoid(N(0, 1)) is about 0.2.
+    assert 0.15 < float(a.detach().std()) < 0.25
     a.sum().backward()
     assert x.grad is None, "the gate is computed from a detached copy of its input"
     assert gate.mlp[0].weight.grad is not None, "the gate itself learns"
-    # Through the product, x's gradient is exactly the gate: d(sum(x * a))/dx = a when a ignores x.
     x.grad = None
-    gate(x).sum().backward()
+    gate(x).sum().backward()  # through the product only: d(sum(x * a))/dx = a
     assert torch.allclose(x.grad, gate.gate(x).expand_as(x).detach())
 
 
-def test_ignored_pixels_do_not_change_the_loss():
-    torch.manual_seed(0)
-    logits = torch.randn(1, K, 6, 7)
-    truth = torch.randint(0, K, (6, 7))
-    keep = torch.rand(6, 7) < 0.3
-    keep[0, 0] = True
-    other = torch.where(keep, truth, (truth + 1) % K)  # differs exactly on the unlabelled pixels
-    assert pixel_ce(logits, masked(truth, keep)) == pixel_ce(logits, masked(other, keep))
-    expected = torch.nn.functional.cross_entropy(logits[0].permute(1, 2, 0)[keep], truth[keep])
-    assert torch.allclose(pixel_ce(logits, masked(truth, keep)), expected)
-
-
-def _tiny_job(arm: str, **cfg) -> Adaptation:
+def test_gate_normalises_over_every_pixel_of_the_batch():
+    """The BatchNorm1d batch is all pixels of all images, as the published reshape(-1, C) makes it."""
     torch.manual_seed(1)
-    source = Segmenter(BANDS, K)
-    x_s, x_t = torch.randn(1, BANDS, 12, 13), torch.randn(1, BANDS, 11, 9)
-    y_s = torch.randint(-1, K, (12, 13))
-    few = torch.full((11, 9), -1)
-    few[2, 3], few[5, 5], few[7, 1], few[9, 8] = 0, 1, 2, 3
-    settings = {"iterations": 2, "d_steps": 2, "t_steps": 2, "t_lr": 0.01, "tile": 0, **cfg}
-    return Adaptation(source, arm, AdaptConfig(**settings), K, 0, x_s, y_s, x_t, few)
+    gate = AttentionGate(K + 1)
+    x = torch.randn(2, K + 1, 5, 6)
+    gate(x)
+    pixels = x.permute(0, 2, 3, 1).reshape(-1, K + 1)
+    hidden = gate.mlp[0](pixels)
+    expected = 0.9 * torch.zeros(100) + 0.1 * hidden.mean(0)
+    assert torch.allclose(gate.mlp[1].running_mean, expected.detach(), atol=1e-6)
 
 
-@pytest.mark.parametrize("arm, tile", [("finetune", 0), ("binary", 0), ("kplus1", 0), ("kplus1_attention", 0),
-                                       ("kplus1_attention", 8)])
-def test_source_stays_frozen_and_target_classifier_too(arm, tile):
-    job = _tiny_job(arm, feature_attention=True, tile=tile, iterations=4)
-    source_before = copy.deepcopy(job.source.state_dict())
-    body_before = copy.deepcopy(job.target.body.state_dict())
-    classifier_before = copy.deepcopy(job.target.classifier.state_dict())
-    record = job.run()
-    assert record["iterations"] >= 1 and record["loss_t"]
-    for name, value in job.source.state_dict().items():
-        assert torch.equal(value, source_before[name]), f"S changed: {name}"
-    for name, value in job.target.classifier.state_dict().items():
-        assert torch.equal(value, classifier_before[name]), f"T's classifier changed: {name}"
-    assert any(not torch.equal(v, body_before[n]) for n, v in job.target.body.state_dict().items()), "T learns"
-    assert not any(p.requires_grad for p in job.source.parameters())
+# --------------------------------------------------------------------------- checkpoints
+def test_checkpoints_round_trip_and_refuse_pickled_code(tmp_path):
+    torch.manual_seed(0)
+    net = Segmenter(BANDS, K, feature_map="batchnorm_relu").eval()
+    path = tmp_path / "pair" / "source_0.pt"
+    save_segmenter(path, net, {"n_bands": BANDS, "n_classes": K, "feature_map": "batchnorm_relu", "seed": 0})
+    loaded, meta = load_segmenter(path)
+    x = torch.randn(1, BANDS, 9, 9)
+    assert torch.equal(loaded(x), net(x)) and meta["seed"] == 0 and not loaded.training
+    bad = tmp_path / "bad.pt"
+    with bad.open("wb") as f:
+        pickle.dump({"state_dict": {}, "meta": {}, "code": print}, f)
+    with pytest.raises(HsixaiError) as err:
+        load_segmenter(bad)
+    message = str(err.value)
+    assert "\n" not in message and "refused: not a tensors-only checkpoint" in message and str(bad) in message
+    with pytest.raises(HsixaiError, match="checkpoint not found"):
+        load_segmenter(tmp_path / "missing.pt")
 
 
-def test_discriminator_labels_target_pixels_as_class_k():
-    job = _tiny_job("kplus1")
-    adversary = job.adversary
-    assert adversary.disc.head.out_channels == K + 1
-    f_t, f_s = torch.randn(1, 16, 11, 9), torch.randn(1, 16, 12, 13)
-    pixels = job.few >= 0
-    loss = adversary.d_loss(f_t, pixels, f_s, job.y_s)
-    expected = (pixel_ce(adversary.disc(f_t), masked(torch.full_like(job.few, K), pixels))
-                + pixel_ce(adversary.disc(f_s), job.y_s))
-    assert torch.allclose(loss, expected)
-    assert Adversary.build("binary", K, False, torch.device("cpu")).disc.head.out_channels == 2
+def test_device_errors_name_adapt_device(monkeypatch):
+    from hsixai.adapt.common import device_of
+    from hsixai.config import params_from_dict
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(HsixaiError, match=r"^params: adapt.device: 'cuda' was asked for"):
+        device_of(params_from_dict({"adapt": {"device": "cuda"}}))
+    assert device_of(params_from_dict({"adapt": {"device": "auto"}})) == torch.device("cpu")
 
 
-def test_converged_needs_a_full_quiet_window():
-    assert not converged([1.0, 1.0], patience=3, tolerance=0.05)
-    assert converged([5.0, 1.0, 1.01, 0.99], patience=3, tolerance=0.05)
-    assert not converged([1.0, 1.2, 1.0], patience=3, tolerance=0.05)
-
-
-def test_adabn_sets_batchnorm_statistics_to_the_targets_and_nothing_else():
-    job = _tiny_job("finetune")
-    net = adabn(job.source, job.x_t)
-    assert not net.training
-    for p, q in zip(job.source.parameters(), net.parameters()):
-        assert torch.equal(p, q)
-    # What each BatchNorm sees on one training-mode pass over the target, by module name.
-    probe, seen = batchnorm_on_target(copy.deepcopy(job.source)), {}
-
-    def record(name):
-        def hook(module, args):  # returns None: the input goes on unchanged
-            seen[name] = args[0].mean((0, 2, 3))
-        return hook
-
-    for name, module in probe.named_modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.register_forward_pre_hook(record(name))
+# --------------------------------------------------------------------------- recalibration
+def _bn_inputs(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Each BatchNorm's input [C, pixels] on one eval-mode pass over x."""
+    seen, handles = {}, []
+    for name, bn in batchnorm_layers(net):
+        handles.append(bn.register_forward_pre_hook(
+            lambda m, args, name=name: seen.__setitem__(name, args[0].transpose(0, 1).reshape(args[0].shape[1], -1))))
     with torch.no_grad():
-        probe(job.x_t)
-    adapted = {n: m for n, m in net.named_modules() if isinstance(m, torch.nn.BatchNorm2d)}
-    assert seen.keys() == adapted.keys() and seen
-    for name, mean in seen.items():
-        assert torch.allclose(adapted[name].running_mean, mean, atol=1e-5), name
-        assert not torch.allclose(adapted[name].running_mean, dict(job.source.named_modules())[name].running_mean)
+        net.eval()(x)
+    for h in handles:
+        h.remove()
+    return seen
 
 
-@pytest.mark.parametrize("mode", ["target", "source"])
-def test_target_batchnorm_moves_running_statistics_only_when_asked(mode):
-    job = _tiny_job("kplus1", target_batchnorm=mode)
-    before = {n: b.clone() for n, b in job.target.named_buffers() if n.endswith("running_mean")}
-    job.run()
-    changed = any(not torch.equal(b, before[n]) for n, b in job.target.named_buffers() if n in before)
-    assert changed == (mode == "target")
+@pytest.mark.parametrize("feature_map", ["linear", "batchnorm_relu"])
+def test_recalibration_sets_whole_scene_statistics_and_nothing_else(feature_map):
+    torch.manual_seed(0)
+    net = Segmenter(BANDS, K, feature_map=feature_map)
+    net.train()(torch.randn(1, BANDS, 16, 16) * 3 + 1)  # running statistics of another scene
+    scene = torch.randn(1, BANDS, 21, 19) * 0.5 - 2
+    calibrated = recalibrate(net, scene)
+    assert not calibrated.training
+    for p, q in zip(net.parameters(), calibrated.parameters()):
+        assert torch.equal(p, q), "weights unchanged"
+    inputs = _bn_inputs(calibrated, scene)
+    assert len(inputs) == len(batchnorm_layers(net)) >= 3
+    for name, bn in batchnorm_layers(calibrated):
+        assert torch.allclose(bn.running_mean, inputs[name].mean(1), atol=1e-5), name
+        assert torch.allclose(bn.running_var, inputs[name].var(1, unbiased=True), rtol=1e-4, atol=1e-6), name
+        assert not torch.allclose(bn.running_mean, dict(batchnorm_layers(net))[name].running_mean, atol=1e-3)
+
+
+def test_tiled_recalibration_pools_every_tile_of_the_scene():
+    """With tiles (for scenes too large for one pass) the statistics are of all tiles' pixels together."""
+    torch.manual_seed(0)
+    net = Segmenter(BANDS, K)
+    scene = torch.randn(1, BANDS, 20, 18)
+    calibrated = recalibrate(net, scene, tile=8)
+    first_name, first = batchnorm_layers(calibrated)[0]
+    windows = tiles_of((20, 18), 8)
+    assert windows == [(ys, xs) for ys in (slice(0, 8), slice(8, 20)) for xs in (slice(0, 8), slice(8, 18))]
+    pooled = torch.cat([_bn_inputs(calibrated, scene[..., ys, xs])[first_name] for ys, xs in windows], dim=1)
+    assert pooled.shape[1] == 20 * 18
+    assert torch.allclose(first.running_mean, pooled.mean(1), atol=1e-5)
+    assert torch.allclose(first.running_var, pooled.var(1), rtol=1e-4)

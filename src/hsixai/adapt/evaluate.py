@@ -1,88 +1,167 @@
-"""`adapt_evaluate` stage: the ablation on the target's test mask, and the target classification maps.
+"""`adapt_evaluate` stage: the ablation on each pair's target test mask, paired by seed, and its figures.
 
-For every seed: the source-only S and the T of every arm of the `adapt`
-stage, argmax of the logits over the whole target scene, scored on the fixed
-target test mask. Outputs: metrics/adapt.json (per arm: mean and std over seeds
-of OA, AA, kappa, macro F1 and mean IoU, and per seed), figures/adapt/maps.png.
+For every pair and seed: the source-only S and the T of every arm of the
+`adapt` stage, each scored as trained and after whole-target BatchNorm
+recalibration (scoring.py), on the target test mask and on the source's own
+test pixels (for the shadow pair: inside and outside the shadow). Per arm:
+mean and std over seeds, and paired differences against `source_only` and
+`adabn` (and kplus1_attention against finetune) with Student t intervals over
+seeds; iterations run and whether the stopping rule fired; for
+kplus1_attention the gate's mean inside and outside the target region.
+
+Outputs: metrics/adapt.json, figures/adapt/maps_<pair>.png, losses_<pair>.png, gate_<pair>.png.
 """
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
-import torch
 
 from .. import plots, tracking
 from ..config import Params
-from ..metrics import classification_metrics, mean_iou, mean_std
-from ..io import staged_outputs, write_json
+from ..errors import HsixaiError
+from ..io import load_npy, staged_outputs, write_json
 from ..paths import Paths
-from .adversarial import ARMS
-from .data import load_prepared
-from .models import load_segmenter
-from .pretrain import EXPERIMENT, device_of, seeds
+from . import figures
+from .common import EXPERIMENT, device_of, evaluated_arms, load_prepared, load_segmenter, seeds
+from .scoring import INTERVAL, KEYS, VARIANTS, paired_interval, score_segmenter, summarise
 
-ALL_ARMS = ("source_only", *ARMS)
-KEYS = ("oa", "aa", "kappa", "f1_macro", "miou")
 TITLES = {"source_only": "source-only S", "adabn": "AdaBN (S, target statistics)",
-          "finetune": "T, few labels only", "binary": "binary D", "kplus1": "K+1 D", "kplus1_attention": "K+1 D + attention"}
+          "finetune": "T, few labels only", "binary": "binary D", "kplus1": "K+1 D", "kplus1_attention": "K+1 D + gate"}
+# Paired comparisons reported for every arm, and one more: does the game beat plain fine-tuning?
+REFERENCES = ("source_only", "adabn")
 
 
-def scores(pred: np.ndarray, test: np.ndarray, n_classes: int) -> dict:
-    keep = test >= 0
-    y_true, y_pred = test[keep], pred[keep]
-    full = classification_metrics(y_true, y_pred, n_classes)
-    return {**{k: full[k] for k in ("oa", "aa", "kappa", "f1_macro")}, "miou": mean_iou(y_true, y_pred, n_classes),
-            "f1_per_class": full["f1_per_class"]}
-
-
-def summarise(per_seed: dict[str, list[dict]]) -> dict:
-    """Per arm, mean and std over seeds of each score, and the per-seed scores."""
+def arm_summary(rows: list[dict]) -> dict:
+    """Per variant, mean and std over seeds of each score on the target test, and macro F1 on the source test."""
     out = {}
-    for arm, rows in per_seed.items():
-        entry = {}
-        for key in KEYS:
-            entry[key], entry[f"{key}_std"] = mean_std([r[key] for r in rows])
-        out[arm] = {**entry, "per_seed": rows}
+    for variant in VARIANTS:
+        target = summarise([r[variant]["target"] for r in rows])
+        source_f1 = [r[variant]["source"]["f1_macro"] for r in rows]
+        out[variant] = {**target, "source_f1_macro": float(np.mean(source_f1)),
+                        "source_f1_macro_std": float(np.std(source_f1))}
     return out
+
+
+def comparisons(per_seed: dict[str, list[dict]], arm: str, reference: str) -> dict:
+    """Paired differences of `arm` minus `reference` (the reference as it is: as trained), per variant of `arm`."""
+    ref = [r["as_trained"]["target"]["f1_macro"] for r in per_seed[reference]]
+    return {variant: paired_interval([r[variant]["target"]["f1_macro"] for r in per_seed[arm]], ref)
+            for variant in VARIANTS}
+
+
+def gate_response(paths: Paths, pair: str, region: np.ndarray, seed_list: list[int]) -> dict | None:
+    """The kplus1_attention gate's mean inside and outside the target region, per seed and paired over seeds."""
+    maps = []
+    for seed in seed_list:
+        path = paths.adapt_gate_map(pair, seed)
+        if not path.is_file():
+            raise HsixaiError(f"{path}: gate map not found (re-run the adapt stage)")
+        maps.append(np.asarray(load_npy(path, "gate map", ndim=2, kinds="f", shape=region.shape)))
+    inside = [float(m[region == 1].mean()) for m in maps]
+    has_outside = bool((region == 0).any())
+    outside = [float(m[region == 0].mean()) for m in maps] if has_outside else None
+    out = {"inside": float(np.mean(inside)), "outside": float(np.mean(outside)) if has_outside else None,
+           "per_seed_inside": inside, "per_seed_outside": outside,
+           "spread": float(np.mean([m.std() for m in maps]))}
+    if has_outside:
+        out["inside_minus_outside"] = paired_interval(inside, outside)
+    return out
+
+
+def evaluate_pair(params: Params, paths: Paths, pair: str, train_runs: list[dict], device) -> tuple[dict, dict]:
+    """One pair's entry of metrics/adapt.json, and the figures' inputs."""
+    prep = load_prepared(paths.adapt_prepared_files(pair), pair, device)
+    k, seed_list, all_arms = params.n_classes, seeds(params), evaluated_arms(params)
+    per_seed: dict[str, list[dict]] = {arm: [] for arm in all_arms}
+    maps = {}
+    for seed in seed_list:
+        for arm in all_arms:
+            path = (paths.adapt_source_checkpoint(pair, seed) if arm == "source_only"
+                    else paths.adapt_target_checkpoint(pair, arm, seed))
+            net, _ = load_segmenter(path, device)
+            scored = score_segmenter(net, prep, k, params.adapt.tile)
+            per_seed[arm].append({"seed": seed, **{v: {"target": scored.target[v], "source": scored.source[v]}
+                                                   for v in VARIANTS}})
+            if seed == params.seed:
+                maps[TITLES[arm]] = scored.maps["as_trained"]
+    runs = {(r["arm"], r["seed"]): r for r in train_runs}
+    arms = {}
+    for arm in all_arms:
+        entry = {**arm_summary(per_seed[arm]), **{f"vs_{ref}": comparisons(per_seed, arm, ref)
+                                                   for ref in REFERENCES if ref != arm and ref in all_arms}}
+        if arm not in ("source_only", "adabn"):
+            trained = [runs.get((arm, s)) for s in seed_list]
+            if any(r is None for r in trained):
+                raise HsixaiError(f"{paths.metrics('adapt_train')}: no run of {arm} for every seed of {pair} "
+                                  "(re-run the adapt stage)")
+            entry["iterations"] = [r["iterations"] for r in trained]
+            entry["stopped_by_rule"] = [r["stopped_by_rule"] for r in trained]
+            entry["hit_cap"] = sum(not r["stopped_by_rule"] for r in trained)
+        entry["per_seed"] = per_seed[arm]
+        arms[arm] = entry
+    for arm in ("kplus1", "kplus1_attention"):
+        if arm in arms and "finetune" in arms:
+            arms[arm]["vs_finetune"] = comparisons(per_seed, arm, "finetune")
+    if "kplus1" in arms and "kplus1_attention" in arms:
+        arms["kplus1_attention"]["vs_kplus1"] = comparisons(per_seed, "kplus1_attention", "kplus1")
+    region = prep.target_region.cpu().numpy().astype(np.int8)
+    gated = "kplus1_attention" in arms
+    gate = gate_response(paths, pair, region, seed_list) if gated else None
+    result = {"n_test": int((prep.target_test >= 0).sum()), "n_source_test": int((prep.source_test >= 0).sum()),
+              "one_scene": prep.one_scene,
+              "f1_macro": {arm: arms[arm]["as_trained"]["f1_macro"] for arm in all_arms},
+              "f1_macro_recalibrated": {arm: arms[arm]["recalibrated"]["f1_macro"] for arm in all_arms},
+              "hit_cap": sum(a.get("hit_cap", 0) for a in arms.values()),
+              "gate": gate, "arms": arms}
+    test_map, title = prep.target_test.cpu().numpy(), "target test mask"
+    if prep.one_scene:  # the figure shows the whole scene's test pixels, the target region's and the source's
+        test_map = np.where(region == 1, test_map, prep.source_test.cpu().numpy())
+        title = "test pixels, target region and source"
+    gate_map = np.load(paths.adapt_gate_map(pair, params.seed)) if gated else None
+    return result, {"maps": {title: test_map, **maps}, "region": region, "gate_map": gate_map}
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/adapt.json's content."""
     device = device_of(params)
-    prep = load_prepared(paths.adapt_prepared, device)
-    test = prep.target_test.cpu().numpy()
-    k = params.n_classes
-    per_seed: dict[str, list[dict]] = {arm: [] for arm in ALL_ARMS}
-    maps = {}
-    for seed in seeds(params):
-        for arm in ALL_ARMS:
-            path = (paths.adapt_source_models / f"source_{seed}.pt" if arm == "source_only"
-                    else paths.adapt_target_models / f"{arm}_{seed}.pt")
-            net, _ = load_segmenter(path, device)
-            with torch.no_grad():
-                pred = net(prep.target).argmax(1)[0].cpu().numpy().astype(np.int8)
-            per_seed[arm].append({"seed": seed, **scores(pred, test, k)})
-            if seed == params.seed:
-                maps[TITLES[arm]] = pred
-    arms = summarise(per_seed)
-    gain = np.array([r["f1_macro"] for r in per_seed["kplus1"]]) - \
-        np.array([r["f1_macro"] for r in per_seed["source_only"]])
-    spread = max(arms["kplus1"]["f1_macro_std"], arms["source_only"]["f1_macro_std"])
-    summary = {
-        "seeds": seeds(params), "n_test": int((test >= 0).sum()), "class_names": params.data.class_names,
-        **{f"f1_macro_{arm}": arms[arm]["f1_macro"] for arm in ALL_ARMS},
-        "kplus1_gain_f1_macro": float(gain.mean()),
-        "kplus1_gain_exceeds_spread": bool(gain.mean() > spread),
-        "arms": arms,
-    }
-    figure = paths.figures_dir("adapt") / "maps.png"
-    with staged_outputs(paths.figures_dir("adapt"), files=(paths.metrics("adapt"),)) as (figs, metrics):
-        plots.label_maps({"target test mask": test, **{t: m for t, m in maps.items()}}, params.data.class_names,
-                         figs / "maps.png")
+    train_path = paths.metrics("adapt_train")
+    if not train_path.is_file():
+        raise HsixaiError(f"{train_path}: not found (run the adapt stage first)")
+    train = json.loads(train_path.read_text())
+    pairs, drawings = {}, {}
+    for pair in params.adapt.pairs:
+        if pair not in train:
+            raise HsixaiError(f"{train_path}: no runs of pair '{pair}' (re-run the adapt stage)")
+        pairs[pair], drawings[pair] = evaluate_pair(params, paths, pair, train[pair]["runs"], device)
+        if progress:
+            f1 = pairs[pair]["f1_macro"]
+            print(f"adapt_evaluate: {pair}: " + ", ".join(f"{a} {v:.3f}" for a, v in f1.items()), flush=True)
+    summary = {"seeds": seeds(params), "interval": INTERVAL, "class_names": params.data.class_names,
+               "hit_cap": sum(p["hit_cap"] for p in pairs.values()), "pairs": pairs}
+    fig_dir = paths.figures_dir("adapt")
+    with staged_outputs(fig_dir, files=(paths.metrics("adapt"),)) as (figs, metrics):
+        for pair, drawing in drawings.items():
+            plots.label_maps(drawing["maps"], params.data.class_names, figs / f"maps_{pair}.png")
+            runs = [r for r in train[pair]["runs"] if r["seed"] == params.seed and r["arm"] != "adabn"]
+            figures.loss_curves(runs, (params.adapt.stop_loss_d, params.adapt.stop_loss_t),
+                                figs / f"losses_{pair}.png", f"{pair}: mean losses per iteration, seed {params.seed}")
+            if drawing["gate_map"] is not None:
+                gate = pairs[pair]["gate"]
+                figures.gate_map(drawing["gate_map"], drawing["region"],
+                                 {"inside": gate["per_seed_inside"][0],
+                                  "outside": gate["per_seed_outside"][0] if gate["per_seed_outside"] else None},
+                                 figs / f"gate_{pair}.png", f"{pair}: kplus1_attention gate on the target, "
+                                                            f"seed {params.seed}")
         write_json(metrics, summary)
     with tracking.stage_run("adapt_evaluate", params, paths, experiment=EXPERIMENT) as mlrun:
-        mlrun.log_metrics({f"{arm}.{key}": arms[arm][key] for arm in ALL_ARMS for key in KEYS})
-        mlrun.log_metrics({f"target_f1_macro.{arm}": arms[arm]["f1_macro"] for arm in ALL_ARMS}, parent=True)
-        mlrun.log_figure(figure)
+        for pair, result in pairs.items():
+            mlrun.log_metrics({f"{pair}.{arm}.{variant}.{key}": result["arms"][arm][variant][key]
+                               for arm in evaluated_arms(params) for variant in VARIANTS for key in KEYS})
+            mlrun.log_metrics({f"{pair}.target_f1_macro.{arm}": v for arm, v in result["f1_macro"].items()},
+                              parent=True)
+        for figure in sorted(fig_dir.glob("*.png")):
+            mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("adapt"))
     return summary

@@ -1,8 +1,9 @@
-"""`adapt_pretrain` stage: one source segmenter S per ablation seed, cross-entropy on the source labels.
+"""`adapt_pretrain` stage: one source segmenter S per pair and seed, cross-entropy on the source labels.
 
-Adam, early stopping on the source validation split's macro F1 (each S keeps
-its best state). Outputs: data/adapt/source_models/source_<seed>.pt,
-metrics/adapt_pretrain.json.
+Adam, balanced class weights, whole source scene per step (adapt.tile 0) or a
+batch of random tiles; early stopping on the source validation split's macro
+F1 (each S keeps its best state). Outputs:
+data/adapt/source_models/<pair>/source_<seed>.pt, metrics/adapt_pretrain.json.
 """
 
 from __future__ import annotations
@@ -18,27 +19,17 @@ from ..config import Params
 from ..io import staged_outputs, write_json
 from ..metrics import balanced_class_weights, f1_macro
 from ..paths import Paths
-from ..train import resolve_device
-from .data import Prepared, load_prepared, random_tile
-from .models import Segmenter, save_segmenter
+from .common import EXPERIMENT, Prepared, device_of, load_prepared, random_tile, save_segmenter, seeds
+from .models import Segmenter
 
-EXPERIMENT = "adapt"  # the MLflow parent run of every adapt stage
 # With tiles, a step sees a batch of this many (BatchNorm needs more than one small tile's statistics).
 PRETRAIN_TILES = 4
 # Validation runs the whole source scene, which costs more than a tile step: check every few steps.
 EVAL_EVERY = 5
 
 
-def seeds(params: Params) -> list[int]:
-    return [params.seed + s for s in range(params.adapt.seeds)]
-
-
-def device_of(params: Params) -> torch.device:
-    return resolve_device(params.adapt.device)
-
-
 def masked_f1(net: torch.nn.Module, x: torch.Tensor, labels: torch.Tensor, n_classes: int) -> float:
-    """Macro F1 of `net` on the labelled pixels of `labels` [H, W]."""
+    """Macro F1 of `net` (eval mode) on the labelled pixels of `labels` [H, W]."""
     net.eval()
     with torch.no_grad():
         pred = net(x).argmax(1)[0]
@@ -51,13 +42,14 @@ def pretrain(prep: Prepared, params: Params, seed: int, device: torch.device) ->
     cfg, k = params.adapt, params.n_classes
     torch.manual_seed(seed)
     rng = np.random.default_rng([seed, 3])
-    net = Segmenter(prep.n_bands, k).to(device)
+    net = Segmenter(prep.n_bands, k, feature_map=cfg.feature_map).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=cfg.pretrain_lr)
     labels = prep.source_train
     weights = torch.as_tensor(balanced_class_weights(labels[labels >= 0].cpu().numpy(), k), dtype=torch.float32,
                               device=device)
     best, best_state, best_step, history = -1.0, None, 0, []
     n_tiles = PRETRAIN_TILES if cfg.tile else 1
+    step = 0
     for step in range(1, cfg.pretrain_steps + 1):
         windows = [random_tile(cfg.tile, tuple(labels.shape), rng) for _ in range(n_tiles)]
         x = torch.cat([prep.source[..., ys, xs] for ys, xs in windows])
@@ -85,29 +77,34 @@ def pretrain(prep: Prepared, params: Params, seed: int, device: torch.device) ->
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/adapt_pretrain.json's content."""
     device = device_of(params)
-    prep = load_prepared(paths.adapt_prepared, device)
-    records, nets, seconds = [], [], []
-    for seed in seeds(params):
-        start = time.perf_counter()
-        net, record = pretrain(prep, params, seed, device)
-        seconds.append(time.perf_counter() - start)
-        records.append(record)
-        nets.append(net)
-        if progress:
-            print(f"adapt_pretrain: seed {seed}: source val F1 {record['f1_macro_val']:.3f} "
-                  f"(step {record['best_step']} of {record['steps']}, {seconds[-1]:.1f} s)", flush=True)
+    out_records: dict[str, list[dict]] = {}
+    nets, seconds = [], []
+    for pair in params.adapt.pairs:
+        prep = load_prepared(paths.adapt_prepared_files(pair), pair, device)
+        for seed in seeds(params):
+            start = time.perf_counter()
+            net, record = pretrain(prep, params, seed, device)
+            seconds.append(time.perf_counter() - start)
+            out_records.setdefault(pair, []).append(record)
+            nets.append((pair, net, record, prep.n_bands))
+            if progress:
+                print(f"adapt_pretrain: {pair} seed {seed}: source val F1 {record['f1_macro_val']:.3f} "
+                      f"(step {record['best_step']} of {record['steps']}, {seconds[-1]:.1f} s)", flush=True)
     # Results only in the DVC metrics file: wall times differ run to run, so they go to MLflow.
-    summary = {"f1_macro_val": float(np.mean([r["f1_macro_val"] for r in records])), "per_seed": records}
+    summary = {pair: {"f1_macro_val": float(np.mean([r["f1_macro_val"] for r in records])), "per_seed": records}
+               for pair, records in out_records.items()}
     with staged_outputs(paths.adapt_source_models, files=(paths.metrics("adapt_pretrain"),)) as (out, metrics):
-        for net, record in zip(nets, records):
-            save_segmenter(out / f"source_{record['seed']}.pt", net,
-                           {"n_bands": prep.n_bands, "n_classes": params.n_classes, "seed": record["seed"],
-                            "f1_macro_val": record["f1_macro_val"]})
+        for pair, net, record, n_bands in nets:
+            save_segmenter(paths.adapt_source_checkpoint(pair, record["seed"], out), net,
+                           {"n_bands": n_bands, "n_classes": params.n_classes, "seed": record["seed"], "pair": pair,
+                            "feature_map": params.adapt.feature_map, "f1_macro_val": record["f1_macro_val"]})
         write_json(metrics, summary)
     with tracking.stage_run("adapt_pretrain", params, paths, experiment=EXPERIMENT) as mlrun:
         mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in
-                          ("pretrain_steps", "pretrain_patience", "pretrain_lr", "tile", "seeds")})
-        mlrun.log_metrics({"source_f1_macro_val": summary["f1_macro_val"], "pretrain_time_s": sum(seconds)},
+                          ("pairs", "pretrain_steps", "pretrain_patience", "pretrain_lr", "tile", "seeds",
+                           "feature_map")})
+        mlrun.log_metrics({f"{pair}.source_f1_macro_val": s["f1_macro_val"] for pair, s in summary.items()},
                           parent=True)
+        mlrun.log_metrics({"pretrain_time_s": sum(seconds)}, parent=True)
         mlrun.log_output(paths.adapt_source_models)
     return summary

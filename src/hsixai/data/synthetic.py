@@ -349,3 +349,110 @@ def run_target(params, paths, progress: bool = True) -> dict:
     """The `adapt_synthesize` stage: the target acquisition of `params.adapt.synthetic` into data/adapt/."""
     return synthesize_target(params.synthesize, params.adapt.synthetic, params.seed, paths.adapt_target_synthetic,
                              progress)
+
+
+# ---------------------------------------------------------------------------- the one-scene adaptation pair
+# Added for domain adaptation (docs/adaptation.md, "The shadow pair"); uses only `synthesize`, the raw format and
+# spectra.py, so it follows whatever scene the generator above draws.
+SHADOW_PLACEMENTS = 64  # candidate shadow ellipses; the one whose worst class count is largest is kept
+
+
+def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", seed: int, out_dir: Path,
+                            progress: bool = True) -> dict:
+    """One scene partly under a cloud shadow, in the raw format plus region.npy (1 = under the shadow).
+
+    The published University of Houston setting: a single acquisition, source =
+    labelled pixels in the sun, target = labelled pixels in the shadow, so no
+    pixel is labelled in both and there is no global gain or offset: the gap
+    is the shadow alone. The scene is drawn by `synthesize` (sunlit; its own
+    size and seed), then every band is scaled in the shadow by the diffuse-only
+    factor of spectra.shadow_factor (soft edge), and noise is added back so the
+    shadow keeps the sensor's noise level at a lower signal (a lower SNR, as a
+    real shadow has). The ellipse is placed, among SHADOW_PLACEMENTS seeded
+    candidates, where every crop has the most train and test pixels both in
+    the sun and in the shadow: the pair needs every class on both sides.
+    """
+    import shutil
+
+    from .. import paths as names
+
+    scene_cfg = replace(cfg, height=shadow.height, width=shadow.width)
+    rng = np.random.default_rng([seed, 3])
+    scene_seed = int(rng.integers(0, 2**31 - 1))
+    with staged_outputs(out_dir) as (stage,):
+        sunlit = stage / "sunlit"
+        synthesize(scene_cfg, scene_seed, sunlit, progress)
+        train, test = np.load(sunlit / names.RAW_TRAIN), np.load(sunlit / names.RAW_TEST)
+        wl = np.load(sunlit / names.RAW_WAVELENGTHS)
+        weight, worst = _place_shadow(train, test, shadow.shadow_fraction, rng)
+        dark, sigma = spectra.shadow_factor(wl), spectra.noise_std(wl)
+        noise_rng = np.random.default_rng([seed, 4])
+        cube = np.load(sunlit / names.RAW_CUBE, mmap_mode="r")
+        with NpyStreamWriter(stage / names.RAW_CUBE, cube.shape, np.float32) as out:
+            for b in tqdm(range(cube.shape[0]), desc="adapt_shadow_synthesize: bands", unit="band",
+                          disable=not progress):
+                scale = 1.0 - weight * (1.0 - dark[b])  # 1 in the sun, dark[b] deep in the shadow
+                restore = sigma[b] * np.sqrt(np.clip(1.0 - scale**2, 0.0, None))
+                band = cube[b] * scale + restore * noise_rng.standard_normal(scale.shape, dtype=np.float32)
+                out.write(np.clip(band, 0.0, 1.0).astype(np.float32))
+        del cube
+        for name in (names.RAW_TRAIN, names.RAW_TEST, names.RAW_WAVELENGTHS, names.RAW_GEOREF):
+            shutil.copyfile(sunlit / name, stage / name)  # the map grid too: the shadow is on the same ground
+        region = (weight >= 0.5).astype(np.int8)
+        np.save(stage / names.RAW_REGION, region)
+        summary = {"generator": "hsixai one-scene adaptation pair (cloud shadow)", "seed": seed,
+                   "scene_seed": scene_seed, "shape": [int(len(wl)), shadow.height, shadow.width],
+                   "shadow_pixels": int(region.sum()), "shadow_fraction": float(region.mean()),
+                   "worst_class_count": worst, **_region_counts(train, test, region)}
+        shutil.rmtree(sunlit)
+        write_json(stage / "scene.json", summary)
+    return summary
+
+
+def _place_shadow(train: np.ndarray, test: np.ndarray, fraction: float,
+                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """Soft shadow weight [H, W] in [0, 1] (an ellipse over about `fraction` of the scene, 0 beyond its soft edge),
+    and its worst count.
+
+    The worst count is the smallest number of labelled pixels of any crop in any
+    of: train in the shadow, test in the shadow, train in the sun, test in the sun.
+    """
+    h, w = train.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    best, best_worst = None, -1
+    for _ in range(SHADOW_PLACEMENTS):
+        aspect = rng.uniform(0.6, 1.6)
+        a = np.sqrt(fraction * h * w / (np.pi * aspect))  # semi-axes a (rows) and aspect * a (columns)
+        cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+        r = np.sqrt(((yy - cy) / a) ** 2 + ((xx - cx) / (aspect * a)) ** 2)
+        weight = expit((1.0 - r) / 0.05).astype(np.float32)
+        weight[weight < 1e-3] = 0.0  # the sunlit part stays exactly the sunlit scene
+        counts = _region_counts(train, test, (weight >= 0.5).astype(np.int8))
+        worst = min(min(v.values()) for v in counts.values())
+        if worst > best_worst:
+            best, best_worst = weight, worst
+    return best, int(best_worst)
+
+
+def _region_counts(train: np.ndarray, test: np.ndarray, region: np.ndarray) -> dict:
+    """Labelled pixels per crop name in and out of the region, for the train and the test mask."""
+    out = {}
+    for mask_name, mask in (("train", train), ("test", test)):
+        for side, inside in (("shadow", region == 1), ("sun", region == 0)):
+            out[f"{mask_name}_{side}"] = {name: int(((mask == k + 1) & inside).sum())
+                                          for k, name in enumerate(CROP_NAMES)}
+    return out
+
+
+def run_adapt_source(params, paths, progress: bool = True) -> dict:
+    """The `adapt_source_synthesize` stage: the two_scenes pair's source, the scene generator at
+    `params.adapt.source_synthetic`'s size, into data/adapt/source_synthetic/."""
+    size = params.adapt.source_synthetic
+    return synthesize(replace(params.synthesize, height=size.height, width=size.width), params.seed,
+                      paths.adapt_source_synthetic, progress)
+
+
+def run_shadow(params, paths, progress: bool = True) -> dict:
+    """The `adapt_shadow_synthesize` stage: the one-scene pair of `params.adapt.shadow_synthetic`."""
+    return synthesize_shadow_scene(params.synthesize, params.adapt.shadow_synthetic, params.seed,
+                                   paths.adapt_shadow_synthetic, progress)
