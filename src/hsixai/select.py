@@ -125,7 +125,10 @@ def has_experiment(exps: list[Experiment], wanted: dict) -> bool:
 
 
 def _matches(e: Experiment, wanted: dict) -> bool:
-    return all(_same(e.params.get(k), v) for k, v in wanted.items() if not k.startswith("sweep."))
+    # `dvc exp show` lists only the keys the params file has; a key it lacks ran with the code default.
+    defaults = tracking.flat_params(Params())
+    return all(_same(e.params[k] if k in e.params else defaults.get(k), v)
+               for k, v in wanted.items() if not k.startswith("sweep."))
 
 
 def _same(a, b) -> bool:

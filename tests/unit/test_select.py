@@ -214,6 +214,18 @@ def test_has_experiment_matches_all_params_but_the_sweep_group():
     assert not has_experiment(exps, {"model": "cnn2d", "patch_size": 5, "seed": 1})
 
 
+def test_a_key_missing_from_the_params_file_matches_its_code_default():
+    from hsixai.config import Params
+    from hsixai.select import Experiment, has_experiment
+    from hsixai.tracking import flat_params
+
+    wanted = flat_params(Params())
+    recorded = {k: v for k, v in wanted.items() if k != "adapt.shadow_synthetic.shadow_fraction"}
+    done = Experiment(name="e", rev="r", timestamp="", params=recorded, metrics={})
+    assert has_experiment([done], wanted)
+    assert not has_experiment([done], {**wanted, "adapt.shadow_synthetic.shadow_fraction": 0.3})
+
+
 def test_published_points_set_the_published_profile():
     from hsixai.config import params_from_dict
     from hsixai.sweep import points

@@ -133,7 +133,7 @@ def test_bounded_epochs_and_strided_scene_map(train_root, mlflow_uri, monkeypatc
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, 5, "cpu")
     model, _ = train.load_checkpoint(paths.checkpoint(0))
     strided = evaluate._scene_map(model, sampler, params, progress=False)
-    full = evaluate._scene_map(model, sampler, _params(train_root), progress=False)
+    full = evaluate._scene_map(model, sampler, _params(train_root, evaluate={"map_stride": 1}), progress=False)
     assert full.shape == (48, 48) and strided.shape == (12, 12)
     np.testing.assert_array_equal(strided, full[::4, ::4])
     evaluate.run(_params(train_root, train={"instances": 1}, evaluate={"map_stride": 4}), paths, progress=False)
