@@ -55,7 +55,7 @@ class NaivePatches(Dataset):
 
 def bench_gather(paths: Paths, p: int, batch: int, repeats: int, device: str) -> dict:
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
-    train_map = np.load(paths.split_dir / "train_labels.npy")
+    train_map = np.load(paths.split_files().train_labels)
     rows, cols, labels = labelled_pixels(train_map)
     n_batches = int(np.ceil(len(rows) / batch))
     split = Split.from_labels(sampler, train_map)
@@ -85,7 +85,7 @@ def bench_gather(paths: Paths, p: int, batch: int, repeats: int, device: str) ->
 def bench_training(paths: Paths, model_name: str, p: int, batch: int, n_batches: int, repeats: int,
                    device: str) -> dict:
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
-    split = Split.from_labels(sampler, np.load(paths.split_dir / "train_labels.npy"))
+    split = Split.from_labels(sampler, np.load(paths.split_files().train_labels))
     n = min(len(split), batch * n_batches)
     centres, labels = split.centres[:n], split.labels[:n]
     torch.manual_seed(0)

@@ -48,11 +48,11 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             raise HsixaiError(f"{paths.models_dir}: checkpoints are {meta['model']} p={meta['patch_size']}, "
                               f"params ask for {params.model} p={params.patch_size} (re-run train)")
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
-    test_map = load_npy(paths.prepared_dir / "test_labels.npy", "test labels", ndim=2, kinds="i",
+    test_map = load_npy(paths.prepared_files().test_labels, "test labels", ndim=2, kinds="i",
                         shape=(sampler.height, sampler.width))
     test = Split.from_labels(sampler, test_map)
     if len(test) == 0:
-        raise HsixaiError(f"{paths.prepared_dir / 'test_labels.npy'}: the test mask has no labelled pixels")
+        raise HsixaiError(f"{paths.prepared_files().test_labels}: the test mask has no labelled pixels")
     y_true = test.labels.cpu().numpy()
     leakfree = load_leakfree(paths, test_map, names)
     test_rows, test_cols, _ = labelled_pixels(test_map)
@@ -103,11 +103,12 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     with staged_outputs(paths.plots_dir("evaluate"), paths.figures_dir("evaluate"),
                         files=(paths.metrics("evaluate"),)) as (plot_dir, figs, metrics_file):
         rows = ["actual,predicted"] + [f"{names[t]},{names[p]}" for t, p in zip(y_true, best_pred)]
-        (plot_dir / "confusion.csv").write_text("\n".join(rows) + "\n")
-        plots.confusion(per_instance[best]["confusion"], names, figs / "confusion.png",
+        figures = paths.figures("evaluate", figs)
+        paths.confusion_table(plot_dir).write_text("\n".join(rows) + "\n")
+        plots.confusion(per_instance[best]["confusion"], names, figures.confusion,
                         f"test, instance {best} (best dev F1)")
         every = f", one pixel per {stride} x {stride} block" if stride > 1 else ""
-        plots.classification_map(scene_map, test_map[::stride, ::stride], names, figs / "classification_map.png",
+        plots.classification_map(scene_map, test_map[::stride, ::stride], names, figures.classification_map,
                                   f"{params.model} p={params.patch_size}, instance {best}{every}")
         write_json(metrics_file, summary)
 
@@ -125,8 +126,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         mlrun.log_metrics(_finite({"f1_macro_test_leakfree": summary["f1_macro_leakfree"],
                                    "oa_test_leakfree": summary["oa_leakfree"],
                                    "kappa_test_leakfree": summary["kappa_leakfree"]}), parent=True)
-        for name in ("confusion.png", "classification_map.png"):
-            mlrun.log_figure(paths.figures_dir("evaluate") / name)
+        for figure in (paths.figures("evaluate").confusion, paths.figures("evaluate").classification_map):
+            mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("evaluate"))
     return summary
 
@@ -134,7 +135,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
 def load_leakfree(paths: Paths, test_map: np.ndarray, names: list[str]) -> dict:
     """The split stage's leak-free test subset: its label map int [H, W] (-1 elsewhere), the buffer it was
     made with, its size per class and the classes with too few pixels for a macro score."""
-    lf_path, info_path = paths.split_dir / "test_leakfree_labels.npy", paths.split_dir / "leakfree.json"
+    lf_path, info_path = paths.split_files().test_leakfree_labels, paths.split_files().leakfree
     if not info_path.is_file():
         raise HsixaiError(f"{info_path}: the leak-free test subset's description not found (re-run the split stage)")
     labels = load_npy(lf_path, "leak-free test labels", ndim=2, kinds="i", shape=test_map.shape)

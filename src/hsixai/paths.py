@@ -18,6 +18,9 @@ RAW_REGION = "region.npy"
 RAW_FWHM = "fwhm.npy"  # optional: band widths (nm), as PRISMA products give them
 RAW_NODATA = "nodata.npy"  # optional: bool [H, W], True where the acquisition has no data
 RAW_GEOREF = "georef.json"  # optional: the map grid (src/hsixai/data/georef.py)
+# Summaries written beside the raw format by the command that made it; no reader needs them.
+RAW_SYNTHETIC_SUMMARY = "scene.json"  # hsixai synthesize and the adapt_*synthesize stages
+RAW_CONVERT_SUMMARY = "convert.json"  # hsixai convert
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,11 @@ class Paths:
     @property
     def params(self) -> Path:
         return self.root / "params.yaml"
+
+    @property
+    def params_name(self) -> str:
+        """The params file as DVC names it (relative to the repo root), e.g. in `dvc exp show --json`."""
+        return str(self.params.relative_to(self.root))
 
     def resolve(self, path: str | Path) -> Path:
         """A params path (relative to the repo root, or absolute) as an absolute path."""
@@ -56,7 +64,7 @@ class Paths:
 
     @property
     def profiles(self) -> Path:
-        return self.attributions_dir / "profiles.npz"
+        return self.attribution_files().profiles
 
     def figures_dir(self, stage: str) -> Path:
         return self.root / "figures" / stage
@@ -65,8 +73,38 @@ class Paths:
     def models_dir(self) -> Path:
         return self.root / "models"
 
-    def checkpoint(self, instance: int) -> Path:
-        return self.models_dir / f"instance_{instance}.pt"
+    # Like the adapt methods below, each method with a `directory` builds in it (a stage's staging directory)
+    # and defaults to the final one, so a file name is written down here only.
+    def prepared_files(self, directory: Path | None = None) -> PreparedFiles:
+        return PreparedFiles(directory or self.prepared_dir)
+
+    def split_files(self, directory: Path | None = None) -> SplitFiles:
+        return SplitFiles(directory or self.split_dir)
+
+    def attribution_files(self, directory: Path | None = None) -> AttributionFiles:
+        return AttributionFiles(directory or self.attributions_dir)
+
+    def figures(self, stage: str, directory: Path | None = None) -> Figures:
+        return Figures(directory or self.figures_dir(stage))
+
+    def checkpoint(self, instance: int, directory: Path | None = None) -> Path:
+        """The best-dev checkpoint of one model instance (train)."""
+        return (directory or self.models_dir) / f"instance_{instance}.pt"
+
+    def training_curve(self, instance: int, directory: Path | None = None) -> Path:
+        """One instance's metrics per epoch, a DVC plot (train)."""
+        return (directory or self.plots_dir("train")) / f"instance_{instance}.csv"
+
+    def confusion_table(self, directory: Path | None = None) -> Path:
+        """The best-dev instance's test predictions, one `actual,predicted` row per pixel, a DVC plot (evaluate)."""
+        return (directory or self.plots_dir("evaluate")) / "confusion.csv"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.root / "reports"
+
+    def selection_report(self, directory: Path | None = None) -> SelectionReport:
+        return SelectionReport(directory or self.reports_dir)
 
     @property
     def metrics_dir(self) -> Path:
@@ -90,6 +128,11 @@ class Paths:
     @property
     def mlartifacts(self) -> Path:
         return self.root / "mlartifacts"
+
+    @property
+    def mlflow_server_log(self) -> Path:
+        """What the MLflow server a sweep starts prints."""
+        return self.root / ".mlflow-server.log"
 
     @property
     def bench_dir(self) -> Path:
@@ -152,7 +195,209 @@ class Paths:
     # files inside the stage outputs -------------------------------------------
     @property
     def prepared_cube(self) -> Path:
-        return self.prepared_dir / "cube.npy"
+        return self.prepared_files().cube
+
+
+@dataclass(frozen=True)
+class PreparedFiles:
+    """data/prepared/: the scene with noisy bands removed and each band scaled (prepare)."""
+
+    directory: Path
+
+    @property
+    def cube(self) -> Path:
+        """float32 [bands, H, W], each band min-max scaled to [0, 1]."""
+        return self.directory / "cube.npy"
+
+    @property
+    def training_mask(self) -> Path:
+        """int8 [H, W], labels 0..K-1, -1 = unlabelled: every training pixel, which split divides into train and
+        dev. Named apart from data/split/train_labels.npy, the train part (called train_labels.npy here too
+        before issue 16)."""
+        return self.directory / "training_mask.npy"
+
+    @property
+    def test_labels(self) -> Path:
+        """int8 [H, W], the whole test mask, as training_mask."""
+        return self.directory / "test_labels.npy"
+
+    @property
+    def wavelengths(self) -> Path:
+        """The kept bands' wavelengths."""
+        return self.directory / "wavelengths.npy"
+
+    @property
+    def bands(self) -> Path:
+        """The kept bands' indices in the raw cube."""
+        return self.directory / "bands.npy"
+
+    @property
+    def band_range(self) -> Path:
+        """float32 [2, bands]: each kept band's raw minimum and maximum over the pixels with data."""
+        return self.directory / "band_range.npy"
+
+    @property
+    def nodata(self) -> Path:
+        """As the raw format's, when the scene has one."""
+        return self.directory / RAW_NODATA
+
+    @property
+    def georef(self) -> Path:
+        """The raw format's, copied as it is, when the scene has one."""
+        return self.directory / RAW_GEOREF
+
+    @property
+    def meta(self) -> Path:
+        return self.directory / "meta.json"
+
+
+@dataclass(frozen=True)
+class SplitFiles:
+    """data/split/: the training mask divided into train and dev, the leak-free test subset, the xAI sample (split)."""
+
+    directory: Path
+
+    def labels(self, part: str) -> Path:
+        """int8 [H, W] label map of one part: train, dev, xai or test_leakfree (-1 elsewhere)."""
+        return self.directory / f"{part}_labels.npy"
+
+    @property
+    def train_labels(self) -> Path:
+        return self.labels("train")
+
+    @property
+    def dev_labels(self) -> Path:
+        return self.labels("dev")
+
+    @property
+    def xai_labels(self) -> Path:
+        return self.labels("xai")
+
+    @property
+    def test_leakfree_labels(self) -> Path:
+        return self.labels("test_leakfree")
+
+    @property
+    def band_stats(self) -> Path:
+        """Per-band mean and std over the train pixels (npz: mean, std)."""
+        return self.directory / "band_stats.npz"
+
+    @property
+    def leakfree(self) -> Path:
+        """The leak-free test subset's buffer and size per class."""
+        return self.directory / "leakfree.json"
+
+    @property
+    def summary(self) -> Path:
+        return self.directory / "split.json"
+
+
+@dataclass(frozen=True)
+class AttributionFiles:
+    """data/attributions/ (attribute)."""
+
+    directory: Path
+
+    @property
+    def profiles(self) -> Path:
+        """Per-sample spectral profiles of every instance, read by consistency."""
+        return self.directory / "profiles.npz"
+
+    @property
+    def maps(self) -> Path:
+        """One full attribution map per class (instance 0)."""
+        return self.directory / "maps.npz"
+
+
+@dataclass(frozen=True)
+class Figures:
+    """figures/<stage>/: each stage's figures, under the stage that draws them (dvc.yaml's plots list the
+    (model, patch_size) ones)."""
+
+    directory: Path
+
+    def drawn(self) -> list[Path]:
+        """Every figure in the directory, sorted: what a stage logs to MLflow."""
+        return sorted(self.directory.glob("*.png"))
+
+    # prepare
+    @property
+    def class_spectra(self) -> Path:
+        return self.directory / "class_spectra.png"
+
+    @property
+    def false_colour(self) -> Path:
+        return self.directory / "false_colour.png"
+
+    # split
+    @property
+    def masks(self) -> Path:
+        return self.directory / "masks.png"
+
+    # train
+    @property
+    def training_curves(self) -> Path:
+        return self.directory / "curves.png"
+
+    # evaluate
+    @property
+    def confusion(self) -> Path:
+        return self.directory / "confusion.png"
+
+    @property
+    def classification_map(self) -> Path:
+        return self.directory / "classification_map.png"
+
+    # attribute
+    @property
+    def attribution_maps(self) -> Path:
+        return self.directory / "maps.png"
+
+    # consistency
+    @property
+    def class_profiles(self) -> Path:
+        return self.directory / "profiles.png"
+
+    @property
+    def instance_distances(self) -> Path:
+        return self.directory / "instance_distances.png"
+
+    @property
+    def radial_profile(self) -> Path:
+        return self.directory / "radial.png"
+
+    # adapt_evaluate: one of each per adaptation pair
+    def adapt_label_maps(self, pair: str) -> Path:
+        return self.directory / f"maps_{pair}.png"
+
+    def adapt_losses(self, pair: str) -> Path:
+        return self.directory / f"losses_{pair}.png"
+
+    def adapt_gate(self, pair: str) -> Path:
+        return self.directory / f"gate_{pair}.png"
+
+
+@dataclass(frozen=True)
+class SelectionReport:
+    """reports/: the patch-size selection (hsixai select), never a DVC output."""
+
+    directory: Path
+
+    @property
+    def json(self) -> Path:
+        return self.directory / "selection.json"
+
+    @property
+    def markdown(self) -> Path:
+        return self.directory / "selection.md"
+
+    @property
+    def figure(self) -> Path:
+        return self.directory / "selection.png"
+
+    @property
+    def files(self) -> tuple[Path, Path, Path]:
+        return self.json, self.markdown, self.figure
 
 
 @dataclass(frozen=True)

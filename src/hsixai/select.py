@@ -109,7 +109,7 @@ def experiments(paths: Paths, env: dict | None = None, include_incomplete: bool 
             rev = (exp.get("revs") or [{}])[0]
             data = rev.get("data") or {}
             files = {Path(f).stem: (v or {}).get("data") or {} for f, v in (data.get("metrics") or {}).items()}
-            params = _flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
+            params = _flatten(((data.get("params") or {}).get(paths.params_name) or {}).get("data") or {})
             metrics = {name: files.get(stem, {}).get(key) for name, (stem, key) in SCALARS.items()}
             complete = metrics[TEST_F1_ALL] is not None and metrics["consistency_jsdiv"] is not None
             if complete or include_incomplete:
@@ -399,14 +399,13 @@ def run(params: Params, paths: Paths, progress: bool = True, env: dict | None = 
     report = build_report(list(latest.values()), params.sweep.criterion, expected, failed,
                           [e for e in everything if not e.complete])
 
-    reports = paths.root / "reports"
-    with staged_outputs(reports) as (out,):
-        write_json(out / "selection.json", report)
-        (out / "selection.md").write_text(markdown(report))
-        plots.selection(report, out / "selection.png")
+    with staged_outputs(paths.reports_dir) as (out,):
+        staged = paths.selection_report(out)
+        write_json(staged.json, report)
+        staged.markdown.write_text(markdown(report))
+        plots.selection(report, staged.figure)
     print(markdown(report))
-    tracking.log_selection(params, paths, report, [reports / n for n in ("selection.json", "selection.md",
-                                                                       "selection.png")])
+    tracking.log_selection(params, paths, report, list(paths.selection_report().files))
     return report
 
 

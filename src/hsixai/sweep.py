@@ -64,7 +64,7 @@ def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
     tracking.experiment_id(tracking.client(paths), experiment, paths)
     root = tracking.tracking_root(paths)
     port = _free_port()
-    log_path = root.root / ".mlflow-server.log"
+    log_path = root.mlflow_server_log
     cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{root.mlflow_db}",
            "--artifacts-destination", str(root.mlartifacts), "--workers", "1"]

@@ -198,13 +198,13 @@ def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, sched
 
 
 def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    train = load_npy(paths.split_dir / "train_labels.npy", "train labels", ndim=2, kinds="i", shape=shape)
-    dev = load_npy(paths.split_dir / "dev_labels.npy", "dev labels", ndim=2, kinds="i", shape=shape)
+    train = load_npy(paths.split_files().train_labels, "train labels", ndim=2, kinds="i", shape=shape)
+    dev = load_npy(paths.split_files().dev_labels, "dev labels", ndim=2, kinds="i", shape=shape)
     return train, dev
 
 
 def prepared_meta(paths: Paths, params: Params) -> dict:
-    meta_path = paths.prepared_dir / "meta.json"
+    meta_path = paths.prepared_files().meta
     if not meta_path.is_file():
         raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
     meta = json.loads(meta_path.read_text())
@@ -223,9 +223,9 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     train, dev = Split.from_labels(sampler, train_map), Split.from_labels(sampler, dev_map)
     for name, split in (("train", train), ("dev", dev)):
         if len(split) == 0:
-            raise HsixaiError(f"{paths.split_dir / (name + '_labels.npy')}: the {name} split is empty (re-run split)")
+            raise HsixaiError(f"{paths.split_files().labels(name)}: the {name} split is empty (re-run split)")
     n_classes = len(params.data.class_names)
-    bands = np.load(paths.prepared_dir / "bands.npy").tolist()
+    bands = np.load(paths.prepared_files().bands).tolist()
 
     if not ranks.main:  # other ranks only contribute gradients
         for i in range(params.train.instances):
@@ -265,14 +265,14 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                                      "bands": bands, "n_classes": n_classes, "class_names": meta["class_names"],
                                      "n_comps": params.train.n_comps, "seed": r.seed, "instance": i,
                                      "epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val}},
-                           models / f"instance_{i}.pt")
-                _write_curve(curves / f"instance_{i}.csv", r.history)
-            plots.training_curves([r.history for r in results], figs / "curves.png",
+                           paths.checkpoint(i, models))
+                _write_curve(paths.training_curve(i, curves), r.history)
+            plots.training_curves([r.history for r in results], paths.figures("train", figs).training_curves,
                                   f"{params.model}, patch {params.patch_size}")
             write_json(metrics_file, summary)
         mlrun.log_metrics({f"instance{i}.train_time_s": r.seconds for i, r in enumerate(results)})
         mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": sum(r.seconds for r in results)}, parent=True)
-        mlrun.log_figure(paths.figures_dir("train") / "curves.png")
+        mlrun.log_figure(paths.figures("train").training_curves)
         mlrun.log_output(paths.models_dir)
     if ranks.world > 1:
         dist.barrier()

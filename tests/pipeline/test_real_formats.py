@@ -28,7 +28,7 @@ pytestmark = pytest.mark.pipeline
 # Training cut to a few batches and a coarse map: the point is equal numbers on both paths, not good ones.
 FAST_TRAIN = {**TINY_TRAIN, "epochs": 1, "max_batches_per_epoch": 4}
 FAST_EVALUATE = {"map_stride": 2}
-PREPARED = ("cube.npy", "train_labels.npy", "test_labels.npy", "bands.npy", "band_range.npy")
+PREPARED = ("cube.npy", "training_mask.npy", "test_labels.npy", "bands.npy", "band_range.npy")
 SPLIT = ("train_labels.npy", "dev_labels.npy", "xai_labels.npy", "band_stats.npz")
 
 
@@ -156,7 +156,7 @@ def test_prisma_l2d_of_the_synthetic_scene(prepared_root, tmp_path):
     # through prepare and split: the same labels and split as the synthetic scene, the cube within quantization
     paths = _run(tmp_path / "root", out, (prepare, split))
     reference = Paths.at(prepared_root)
-    for f in ("train_labels.npy", "test_labels.npy", "bands.npy"):
+    for f in ("training_mask.npy", "test_labels.npy", "bands.npy"):
         assert (paths.prepared_dir / f).read_bytes() == (reference.prepared_dir / f).read_bytes(), f
     for f in ("train_labels.npy", "dev_labels.npy", "xai_labels.npy"):
         assert (paths.split_dir / f).read_bytes() == (reference.split_dir / f).read_bytes(), f

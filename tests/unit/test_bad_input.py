@@ -182,7 +182,7 @@ def test_good_setup_reruns_cleanly(scene, capsys):
         assert rc == 0, err
         assert "error" not in err
     after = snapshot(scene.root)
-    for name in ("cube.npy", "train_labels.npy", "test_labels.npy", "bands.npy", "band_range.npy"):
+    for name in ("cube.npy", "training_mask.npy", "test_labels.npy", "bands.npy", "band_range.npy"):
         key = f"data/prepared/{name}"
         assert after[key] == scene.hashes[key], key
     for name in ("train_labels.npy", "dev_labels.npy", "xai_labels.npy"):
@@ -493,7 +493,7 @@ def test_split_without_prepared_data_keeps_old_split(scene, capsys):
 
 
 def test_split_class_with_single_training_pixel(scene, capsys):
-    path = scene.root / "data/prepared/train_labels.npy"
+    path = scene.root / "data/prepared/training_mask.npy"
     labels = np.load(path)
     assert labels.dtype == np.int8
     rows, cols = np.nonzero(labels == 0)
@@ -506,7 +506,7 @@ def test_split_class_with_single_training_pixel(scene, capsys):
 
 
 def test_split_random_stratified_class_with_single_training_pixel(scene, capsys):
-    path = scene.root / "data/prepared/train_labels.npy"
+    path = scene.root / "data/prepared/training_mask.npy"
     labels = np.load(path)
     rows, cols = np.nonzero(labels == 4)
     labels[rows[1:], cols[1:]] = -1
@@ -517,7 +517,7 @@ def test_split_random_stratified_class_with_single_training_pixel(scene, capsys)
 
 
 def test_split_class_without_training_pixels(scene, capsys):
-    path = scene.root / "data/prepared/train_labels.npy"
+    path = scene.root / "data/prepared/training_mask.npy"
     labels = np.load(path)
     labels[labels == 2] = -1
     np.save(path, labels)
@@ -526,7 +526,7 @@ def test_split_class_without_training_pixels(scene, capsys):
 
 
 def test_split_spatial_class_in_one_column(scene, capsys):
-    path = scene.root / "data/prepared/train_labels.npy"
+    path = scene.root / "data/prepared/training_mask.npy"
     labels = np.load(path)
     labels[labels == 1] = -1
     labels[5:9, 10] = 1  # class 1: four pixels, all in column 10
@@ -552,7 +552,7 @@ def test_split_prepared_cube_truncated(scene, capsys):
 
 
 def test_split_prepared_labels_wrong_shape(scene, capsys):
-    path = scene.root / "data/prepared/train_labels.npy"
+    path = scene.root / "data/prepared/training_mask.npy"
     np.save(path, np.load(path)[:-2])
     scene.rehash()
     scene.expect_error("split", capsys, str(path), "training labels", f"expected shape ({HEIGHT}, {WIDTH})",
@@ -604,7 +604,7 @@ def _strips(scene: Scene) -> None:
             test[rows, 20:30] = k
     test[10:14, 0:2] = 2
     test[31, 30:32] = 5
-    np.save(scene.root / "data/prepared/train_labels.npy", train)
+    np.save(scene.root / "data/prepared/training_mask.npy", train)
     np.save(scene.root / "data/prepared/test_labels.npy", test)
     scene.rehash()
 

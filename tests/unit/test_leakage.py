@@ -204,7 +204,7 @@ def test_split_stage_writes_the_buffered_split_and_the_leakfree_subset(prepared_
     count = lambda m: np.bincount(m[m >= 0], minlength=6).tolist()  # noqa: E731
     assert list(summary["pixels"]["test_leakfree"].values()) == count(lf)
     assert list(info["n_test_leakfree_per_class"].values()) == count(lf) and info["buffer"] == TINY_BUFFER
-    prepared = np.load(paths.prepared_dir / "train_labels.npy")
+    prepared = np.load(paths.prepared_files().training_mask)
     assert list(summary["pixels"]["dev_dropped_by_buffer"].values()) == \
         count(np.where((prepared >= 0) & (train < 0) & (dev < 0), prepared, -1))
     assert sum(summary["pixels"]["dev_dropped_by_buffer"].values()) > 0  # the buffer does something here

@@ -42,7 +42,7 @@ def test_each_band_is_min_max_scaled(tmp_path):
 def test_labels_become_zero_based(tmp_path):
     paths = _run_stages(tmp_path)
     raw = np.load(paths.synthetic_dir / "train_crops.npy")
-    train = np.load(paths.prepared_dir / "train_labels.npy")
+    train = np.load(paths.prepared_files().training_mask)
     assert train.dtype == np.int8
     assert np.array_equal(train, raw.astype(int) - 1)
     assert set(np.unique(train)) == set(range(-1, 6))
@@ -59,7 +59,7 @@ def test_split_outputs(tmp_path):
     train = np.load(paths.split_dir / "train_labels.npy")
     dev = np.load(paths.split_dir / "dev_labels.npy")
     xai = np.load(paths.split_dir / "xai_labels.npy")
-    labels = np.load(paths.prepared_dir / "train_labels.npy")
+    labels = np.load(paths.prepared_files().training_mask)
     # train and dev keep their pixels' classes; what is in neither is the dev the buffer dropped
     both = np.where(train >= 0, train, dev)
     assert np.array_equal(both[both >= 0], labels[both >= 0]) and not np.any((train >= 0) & (dev >= 0))
@@ -79,7 +79,7 @@ def test_split_outputs(tmp_path):
 def test_rerun_gives_identical_outputs(tmp_path):
     a = _run_stages(tmp_path / "a")
     b = _run_stages(tmp_path / "b")
-    for name in ("cube.npy", "train_labels.npy", "band_range.npy"):
+    for name in ("cube.npy", "training_mask.npy", "band_range.npy"):
         assert (a.prepared_dir / name).read_bytes() == (b.prepared_dir / name).read_bytes()
     for name in ("train_labels.npy", "dev_labels.npy", "xai_labels.npy"):
         assert (a.split_dir / name).read_bytes() == (b.split_dir / name).read_bytes()

@@ -142,17 +142,18 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                "hit_cap": sum(p["hit_cap"] for p in pairs.values()), "pairs": pairs}
     fig_dir = paths.figures_dir("adapt")
     with staged_outputs(fig_dir, files=(paths.metrics("adapt"),)) as (figs, metrics):
+        figure_files = paths.figures("adapt", figs)
         for pair, drawing in drawings.items():
-            plots.label_maps(drawing["maps"], params.data.class_names, figs / f"maps_{pair}.png")
+            plots.label_maps(drawing["maps"], params.data.class_names, figure_files.adapt_label_maps(pair))
             runs = [r for r in train[pair]["runs"] if r["seed"] == params.seed and r["arm"] != "adabn"]
             figures.loss_curves(runs, (params.adapt.stop_loss_d, params.adapt.stop_loss_t),
-                                figs / f"losses_{pair}.png", f"{pair}: mean losses per iteration, seed {params.seed}")
+                                figure_files.adapt_losses(pair), f"{pair}: mean losses per iteration, seed {params.seed}")
             if drawing["gate_map"] is not None:
                 gate = pairs[pair]["gate"]
                 figures.gate_map(drawing["gate_map"], drawing["region"],
                                  {"inside": gate["per_seed_inside"][0],
                                   "outside": gate["per_seed_outside"][0] if gate["per_seed_outside"] else None},
-                                 figs / f"gate_{pair}.png", f"{pair}: kplus1_attention gate on the target, "
+                                 figure_files.adapt_gate(pair), f"{pair}: kplus1_attention gate on the target, "
                                                             f"seed {params.seed}")
         write_json(metrics, summary)
     with tracking.stage_run("adapt_evaluate", params, paths, experiment=EXPERIMENT) as mlrun:
@@ -161,7 +162,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                                for arm in evaluated_arms(params) for variant in VARIANTS for key in KEYS})
             mlrun.log_metrics({f"{pair}.target_f1_macro.{arm}": v for arm, v in result["f1_macro"].items()},
                               parent=True)
-        for figure in sorted(fig_dir.glob("*.png")):
+        for figure in paths.figures("adapt").drawn():
             mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("adapt"))
     return summary

@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 BLOCK_BYTES = 64 * 2**20  # one block of rows of the cube in memory at a time
 GDAL_CACHE_MB = 64
 RAW_FILES = {paths.RAW_CUBE, paths.RAW_TRAIN, paths.RAW_TEST, paths.RAW_WAVELENGTHS, paths.RAW_FWHM,
-             paths.RAW_NODATA, paths.RAW_GEOREF, "convert.json"}
+             paths.RAW_NODATA, paths.RAW_GEOREF, paths.RAW_CONVERT_SUMMARY}
 
 
 # --------------------------------------------------------------------------- the common view
@@ -815,7 +815,7 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
                 np.save(stage / paths.RAW_FWHM, cube.fwhm.astype(np.float64))
             if cube.georef is not None:
                 write_georef(stage, cube.georef)
-            write_json(stage / "convert.json", summary)
+            write_json(stage / paths.RAW_CONVERT_SUMMARY, summary)
             _validate(stage, req.out, n_classes)
     finally:
         cube.close()

@@ -18,6 +18,7 @@ import torch
 
 from ..errors import HsixaiError
 from ..io import BandReader, inspect_npy
+from ..paths import PreparedFiles, SplitFiles
 
 
 class PatchSampler:
@@ -82,9 +83,9 @@ def labelled_pixels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndar
 
 def load_sampler(prepared_dir: Path, split_dir: Path, patch_size: int, device: torch.device | str) -> PatchSampler:
     """The sampler over the prepared cube, standardised with the split's train statistics."""
-    stats_path = split_dir / "band_stats.npz"
+    stats_path = SplitFiles(split_dir).band_stats
     if not stats_path.is_file():
         raise HsixaiError(f"{stats_path}: band statistics not found (run the split stage first)")
     with np.load(stats_path) as stats:
         mean, std = stats["mean"], stats["std"]
-    return PatchSampler(prepared_dir / "cube.npy", mean, std, patch_size, device)
+    return PatchSampler(PreparedFiles(prepared_dir).cube, mean, std, patch_size, device)

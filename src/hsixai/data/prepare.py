@@ -32,7 +32,7 @@ from .. import plots
 from ..config import Params
 from ..errors import HsixaiError
 from ..io import BandReader, NpyStreamWriter, staged_outputs, write_json
-from ..paths import RAW_GEOREF, RAW_NODATA, Paths
+from ..paths import RAW_GEOREF, RAW_TRAIN, Paths
 from .readers import open_raw_scene
 
 log = logging.getLogger(__name__)
@@ -67,7 +67,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     test = to_zero_based(scene.test)
     train_counts = np.bincount(train[train >= 0], minlength=len(names))
     for k in np.flatnonzero(train_counts == 0):
-        raise HsixaiError(f"{scene.directory / 'train_crops.npy'}: class {k + 1} ({names[k]}) has no training pixels")
+        raise HsixaiError(f"{scene.directory / RAW_TRAIN}: class {k + 1} ({names[k]}) has no training pixels")
 
     wavelengths = scene.wavelengths[kept]
     colour_bands = [int(np.argmin(np.abs(wavelengths - nm))) for nm in FALSE_COLOUR_NM]
@@ -82,8 +82,9 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     valid = None if scene.nodata is None else ~scene.nodata  # [H, W] bool, True = the pixel has data
 
     with staged_outputs(paths.prepared_dir, paths.figures_dir("prepare")) as (out, figs):
+        files, figures = paths.prepared_files(out), paths.figures("prepare", figs)
         with BandReader(scene.cube) as reader, \
-                NpyStreamWriter(out / "cube.npy", (len(kept), height, width), np.float32) as writer:
+                NpyStreamWriter(files.cube, (len(kept), height, width), np.float32) as writer:
             for i, b in enumerate(tqdm(kept, desc="prepare: bands", unit="band", disable=not progress)):
                 band = reader.read(int(b)).astype(np.float32)
                 _check_finite(band, int(b), scene.cube.path, valid)
@@ -111,15 +112,15 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             log.warning("%s: %d kept bands are constant and were written as zeros: raw band indices %s",
                         scene.cube.path, len(constant), constant[:10])
 
-        np.save(out / "train_labels.npy", train)
-        np.save(out / "test_labels.npy", test)
-        np.save(out / "wavelengths.npy", wavelengths)
-        np.save(out / "bands.npy", kept)
-        np.save(out / "band_range.npy", band_range)
+        np.save(files.training_mask, train)
+        np.save(files.test_labels, test)
+        np.save(files.wavelengths, wavelengths)
+        np.save(files.bands, kept)
+        np.save(files.band_range, band_range)
         if scene.nodata is not None:
-            np.save(out / RAW_NODATA, scene.nodata)
+            np.save(files.nodata, scene.nodata)
         if scene.georef is not None:  # checked against the cube by open_raw_scene; copied as it is
-            shutil.copyfile(scene.directory / RAW_GEOREF, out / RAW_GEOREF)
+            shutil.copyfile(scene.directory / RAW_GEOREF, files.georef)
         meta = {
             "class_names": names,
             "shape": [len(kept), height, width],
@@ -133,16 +134,16 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             "train_pixels": dict(zip(names, map(int, train_counts))),
             "test_pixels": dict(zip(names, map(int, np.bincount(test[test >= 0], minlength=len(names))))),
         }
-        write_json(out / "meta.json", meta)
+        write_json(files.meta, meta)
 
         mean = sums / train_counts[:, None]
         std = np.sqrt(np.maximum(sums_sq / train_counts[:, None] - mean**2, 0.0))
         plots.class_spectra(wavelengths, mean, std, train_counts, names, scene.wavelength_unit,
-                            figs / "class_spectra.png", "Mean raw training spectrum per class (+-1 std), kept bands")
+                            figures.class_spectra, "Mean raw training spectrum per class (+-1 std), kept bands")
         unit = " nm" if scene.wavelength_unit == "nm" else ""
         plots.false_colour(np.stack([rgb[i] for i in colour_bands]),
                            [f"{wavelengths[i]:.0f}{unit}" for i in colour_bands],
-                           figs / "false_colour.png", f"False-colour composite ({height} x {width} px)")
+                           figures.false_colour, f"False-colour composite ({height} x {width} px)")
     return meta
 
 

@@ -160,8 +160,8 @@ def band_statistics(cube_reader: BandReader, pixels: np.ndarray, progress: bool 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns split.json's content."""
-    prepared = paths.prepared_dir
-    meta_path = prepared / "meta.json"
+    prepared = paths.prepared_files()
+    meta_path = prepared.meta
     if not meta_path.is_file():
         raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
     try:
@@ -173,8 +173,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         raise HsixaiError(f"params: data.class_names {names} differ from those the prepared data was made with "
                           f"{prepared_names} (re-run prepare)")
     cube = inspect_npy(paths.prepared_cube, "prepared cube")
-    labels = load_npy(prepared / "train_labels.npy", "training labels", ndim=2, kinds="i", shape=cube.shape[1:])
-    test = load_npy(prepared / "test_labels.npy", "test labels", ndim=2, kinds="i", shape=cube.shape[1:])
+    labels = load_npy(prepared.training_mask, "training labels", ndim=2, kinds="i", shape=cube.shape[1:])
+    test = load_npy(prepared.test_labels, "test labels", ndim=2, kinds="i", shape=cube.shape[1:])
     k = len(names)
     cfg = params.split
     buffer = params.split_buffer
@@ -201,15 +201,16 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                           "test": count(test), "test_leakfree": count(test_leakfree), "xai": count(xai)},
                "leakfree_classes_too_few": too_few}
     with staged_outputs(paths.split_dir, paths.figures_dir("split")) as (out, figs):
-        np.save(out / "train_labels.npy", train)
-        np.save(out / "dev_labels.npy", dev)
-        np.save(out / "xai_labels.npy", xai)
-        np.save(out / "test_leakfree_labels.npy", test_leakfree)
-        np.savez(out / "band_stats.npz", mean=mean, std=std)
-        write_json(out / "leakfree.json", leakfree)
-        write_json(out / "split.json", summary)
+        files = paths.split_files(out)
+        np.save(files.train_labels, train)
+        np.save(files.dev_labels, dev)
+        np.save(files.xai_labels, xai)
+        np.save(files.test_leakfree_labels, test_leakfree)
+        np.savez(files.band_stats, mean=mean, std=std)
+        write_json(files.leakfree, leakfree)
+        write_json(files.summary, summary)
         plots.label_maps({"train": train, f"dev (buffer {buffer} px)": dev,
                           f"dev dropped (within {buffer} px of train)": dropped,
                           "test": test, f"test leak-free (> {buffer} px from train)": test_leakfree,
-                          "xAI sample": xai}, names, figs / "masks.png", columns=3)
+                          "xAI sample": xai}, names, paths.figures("split", figs).masks, columns=3)
     return summary

@@ -162,7 +162,7 @@ def _acquire(cfg: SynthesizeConfig, root_rng: np.random.Generator, seed: int, ou
         np.save(stage / paths.RAW_WAVELENGTHS, wl)
         georef.write_synthetic_georef(stage, cfg.height, cfg.width)
         summary = {**_summary(cfg, seed, layout, train, test), **(extra or {})}
-        write_json(stage / "scene.json", summary)
+        write_json(stage / paths.RAW_SYNTHETIC_SUMMARY, summary)
     return summary
 
 
@@ -405,7 +405,7 @@ def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", 
                    "shadow_pixels": int(region.sum()), "shadow_fraction": float(region.mean()),
                    "worst_class_count": worst, **_region_counts(train, test, region)}
         shutil.rmtree(sunlit)
-        write_json(stage / "scene.json", summary)
+        write_json(stage / names.RAW_SYNTHETIC_SUMMARY, summary)
     return summary
 
 

@@ -114,11 +114,11 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     device = resolve_device(params.train.device)
     models = [load_checkpoint(paths.checkpoint(i), device) for i in range(params.train.instances)]
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
-    xai_map = load_npy(paths.split_dir / "xai_labels.npy", "xAI sample", ndim=2, kinds="i",
+    xai_map = load_npy(paths.split_files().xai_labels, "xAI sample", ndim=2, kinds="i",
                        shape=(sampler.height, sampler.width))
     rows, cols, labels = labelled_pixels(xai_map)
     if len(labels) == 0:
-        raise HsixaiError(f"{paths.split_dir / 'xai_labels.npy'}: the xAI sample is empty (re-run split)")
+        raise HsixaiError(f"{paths.split_files().xai_labels}: the xAI sample is empty (re-run split)")
     centres = sampler.centres(rows, cols)
     targets_all = torch.from_numpy(labels).to(device)
 
@@ -148,21 +148,22 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         log.info("instance %d: %d of %d xAI samples classified correctly", i, len(chosen), n)
     seconds = time.perf_counter() - start
 
-    wavelengths = np.load(paths.prepared_dir / "wavelengths.npy")
+    wavelengths = np.load(paths.prepared_files().wavelengths)
     summary = {"samples": n, "correct_per_instance": correct.sum(axis=1).tolist(), "seconds": round(seconds, 2),
                "samples_per_s": round(float(correct.sum()) / max(seconds, 1e-9), 3)}
     with staged_outputs(paths.attributions_dir, paths.figures_dir("attribute")) as (out, figs):
-        np.savez(out / "profiles.npz", profiles=profiles, labels=labels, correct=correct, ring_mass=ring_mass,
+        files = paths.attribution_files(out)
+        np.savez(files.profiles, profiles=profiles, labels=labels, correct=correct, ring_mass=ring_mass,
                  wavelengths=wavelengths,
-                 bands=np.load(paths.prepared_dir / "bands.npy"), rows=rows, cols=cols, class_names=np.array(names))
-        np.savez(out / "maps.npz", maps=maps, map_samples=map_samples)
-        plots.attribution_maps(maps, map_samples >= 0, names, figs / "maps.png",
+                 bands=np.load(paths.prepared_files().bands), rows=rows, cols=cols, class_names=np.array(names))
+        np.savez(files.maps, maps=maps, map_samples=map_samples)
+        plots.attribution_maps(maps, map_samples >= 0, names, paths.figures("attribute", figs).attribution_maps,
                                f"{params.model} p={params.patch_size}, instance 0")
 
     with tracking.stage_run("attribute", params, paths) as mlrun:
         mlrun.log_params({k: v for k, v in tracking.flat_params(params).items() if k.startswith("xai.")})
         mlrun.log_metrics({"attribution_seconds": seconds, "attribution_samples_per_s": summary["samples_per_s"],
                            **{f"correct.instance{i}": c for i, c in enumerate(summary["correct_per_instance"])}})
-        mlrun.log_figure(paths.figures_dir("attribute") / "maps.png")
+        mlrun.log_figure(paths.figures("attribute").attribution_maps)
         mlrun.log_output(paths.attributions_dir)
     return summary

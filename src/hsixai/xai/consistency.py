@@ -461,20 +461,21 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     with staged_outputs(paths.figures_dir("consistency"),
                         files=(paths.metrics("consistency"), paths.bootstrap_replicates)) as (figs, out, boot):
         write_json(out, result)
+        figures = paths.figures("consistency", figs)
         write_json(boot, {"seed": params.seed, "replicates": params.xai.bootstrap, "instances": data.profiles.shape[0],
                           "resamples_instances": result["bootstrap_resamples_instances"], "statistics": bootstrap})
-        plots.class_profiles(data.wavelengths, mean_profiles, data.class_names, figs / "profiles.png",
+        plots.class_profiles(data.wavelengths, mean_profiles, data.class_names, figures.class_profiles,
                              f"{params.model} p={params.patch_size}: mean normalised IG profile per class")
         plots.distance_heatmap(np.array(result["pairwise_divergence"]) if result.get("pairwise_divergence") else None,
-                               figs / "instance_distances.png",
+                               figures.instance_distances,
                                "debiased half triangular divergence between instances' class profiles (mean over classes)")
-        plots.radial_profile(result, data.class_names, figs / "radial.png",
+        plots.radial_profile(result, data.class_names, figures.radial_profile,
                              f"{params.model} p={params.patch_size}: where the positive attribution lies")
 
     with tracking.stage_run("consistency", params, paths) as mlrun:
         mlrun.log_metrics(tracking.consistency_metrics(result))
         mlrun.log_experiment_summary()  # the last stage: every headline number onto the parent run
-        for figure in sorted(paths.figures_dir("consistency").glob("*.png")):
+        for figure in paths.figures("consistency").drawn():
             mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("consistency"))
     return result
