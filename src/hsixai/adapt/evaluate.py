@@ -147,7 +147,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             plots.label_maps(drawing["maps"], params.data.class_names, figure_files.adapt_label_maps(pair))
             runs = [r for r in train[pair]["runs"] if r["seed"] == params.seed and r["arm"] != "adabn"]
             figures.loss_curves(runs, (params.adapt.stop_loss_d, params.adapt.stop_loss_t),
-                                figure_files.adapt_losses(pair), f"{pair}: mean losses per iteration, seed {params.seed}")
+                                figure_files.adapt_losses(pair),
+                                f"{pair}: mean losses per iteration, seed {params.seed}")
             if drawing["gate_map"] is not None:
                 gate = pairs[pair]["gate"]
                 figures.gate_map(drawing["gate_map"], drawing["region"],
