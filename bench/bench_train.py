@@ -25,10 +25,10 @@ from torch.utils.data import DataLoader, Dataset
 from common import alternate, default_scene, figure, options, save
 
 from hsixai.config import load_params
-from hsixai.data.patches import labelled_pixels, load_sampler
+from hsixai.data.patches import Split, labelled_pixels, load_sampler
 from hsixai.models import build_model
 from hsixai.paths import Paths
-from hsixai.train import Split, train_epoch
+from hsixai.train import train_epoch
 
 PATCH_SIZES = (3, 5, 9, 15, 21)
 MODELS = ("cnn2d", "vit")

@@ -23,13 +23,14 @@ import torch
 
 from . import plots, tracking
 from .config import Params
-from .data.patches import labelled_pixels, load_sampler
+from .data.patches import Split, labelled_pixels, load_sampler, load_split_labels, prepared_meta
 from .errors import HsixaiError
 from .io import load_npy, staged_outputs, write_json
 from .leakage import patch_leakage
 from .metrics import classification_metrics, mean_std
+from .models.inference import load_classifier, predict
 from .paths import Paths
-from .train import Split, load_checkpoint, load_split_labels, predict, prepared_meta, resolve_device
+from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +42,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/evaluate.json's content."""
     prepared_meta(paths, params)
     names = params.data.class_names
-    device = resolve_device(params.train.device)
-    models = [load_checkpoint(paths.checkpoint(i), device) for i in range(params.train.instances)]
+    device = resolve_device(params.train.device, "train.device")
+    models = [load_classifier(paths.checkpoint(i), device) for i in range(params.train.instances)]
     for _, meta in models:
         if (meta["model"], meta["patch_size"]) != (params.model, params.patch_size):
             raise HsixaiError(f"{paths.models_dir}: checkpoints are {meta['model']} p={meta['patch_size']}, "

@@ -14,11 +14,9 @@ plots/train/instance_<i>.csv (per-epoch curves), figures/train/curves.png.
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import math
 import os
-import pickle
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,12 +29,14 @@ from tqdm import tqdm
 
 from . import plots, tracking
 from .config import Params, TrainConfig
-from .data.patches import PatchSampler, labelled_pixels, load_sampler
+from .data.patches import PatchSampler, Split, load_sampler, load_split_labels, prepared_meta
 from .errors import HsixaiError
-from .io import load_npy, staged_outputs, write_json
+from .io import staged_outputs, write_json
 from .metrics import balanced_class_weights, f1_macro, mean_std
 from .models import build_model
+from .models.inference import predict
 from .paths import Paths
+from .runtime import resolve_device, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -54,22 +54,6 @@ class Ranks:
 
 
 @dataclass
-class Split:
-    """Samples of one split: patch corners in the sampler and labels, both on the device."""
-
-    centres: torch.Tensor
-    labels: torch.Tensor
-
-    @classmethod
-    def from_labels(cls, sampler: PatchSampler, label_map: np.ndarray) -> "Split":
-        rows, cols, labels = labelled_pixels(label_map)
-        return cls(sampler.centres(rows, cols), torch.from_numpy(labels).to(sampler.device))
-
-    def __len__(self) -> int:
-        return len(self.centres)
-
-
-@dataclass
 class InstanceResult:
     seed: int
     state_dict: dict[str, torch.Tensor]
@@ -77,16 +61,6 @@ class InstanceResult:
     f1_macro_val: float
     seconds: float
     history: list[dict] = field(default_factory=list)
-
-
-def resolve_device(setting: str) -> torch.device:
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise HsixaiError("params: train.device: 'cuda' was asked for, but torch sees no CUDA device")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    if setting == "cuda" and "LOCAL_RANK" in os.environ:
-        return torch.device("cuda", int(os.environ["LOCAL_RANK"]))
-    return torch.device(setting)
 
 
 def init_ranks(device: torch.device) -> Ranks:
@@ -98,20 +72,6 @@ def init_ranks(device: torch.device) -> Ranks:
             torch.cuda.set_device(device)  # so NCCL collectives use this rank's GPU
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     return Ranks(dist.get_rank(), dist.get_world_size())
-
-
-@torch.inference_mode()
-def predict(model: nn.Module, sampler: PatchSampler, centres: torch.Tensor, batch_size: int,
-            progress: bool = False, desc: str = "predict") -> np.ndarray:
-    """Logits [n, classes] for the patches at `centres`, in eval mode, batch by batch."""
-    was_training = model.training
-    model.eval()
-    out = []
-    starts = range(0, len(centres), batch_size)
-    for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
-        out.append(model(sampler.gather(centres[start:start + batch_size])).float().cpu())
-    model.train(was_training)
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
 
 
 def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Split, n_classes: int,
@@ -197,26 +157,10 @@ def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, sched
     return loss_sum / weight_sum if weight_sum else float("nan")
 
 
-def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    train = load_npy(paths.split_files().train_labels, "train labels", ndim=2, kinds="i", shape=shape)
-    dev = load_npy(paths.split_files().dev_labels, "dev labels", ndim=2, kinds="i", shape=shape)
-    return train, dev
-
-
-def prepared_meta(paths: Paths, params: Params) -> dict:
-    meta_path = paths.prepared_files().meta
-    if not meta_path.is_file():
-        raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("class_names") != params.data.class_names:
-        raise HsixaiError("params: data.class_names differ from those of the prepared data (re-run prepare)")
-    return meta
-
-
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/train.json's content (on rank 0)."""
     meta = prepared_meta(paths, params)
-    device = resolve_device(params.train.device)
+    device = resolve_device(params.train.device, "train.device")
     ranks = init_ranks(device)
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
     train_map, dev_map = load_split_labels(paths, (sampler.height, sampler.width))
@@ -260,12 +204,11 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         with staged_outputs(paths.models_dir, paths.plots_dir("train"), paths.figures_dir("train"),
                             files=(paths.metrics("train"),)) as (models, curves, figs, metrics_file):
             for i, r in enumerate(results):
-                torch.save({"state_dict": r.state_dict,
-                            "meta": {"model": params.model, "patch_size": params.patch_size, "n_bands": sampler.n_bands,
-                                     "bands": bands, "n_classes": n_classes, "class_names": meta["class_names"],
-                                     "n_comps": params.train.n_comps, "seed": r.seed, "instance": i,
-                                     "epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val}},
-                           paths.checkpoint(i, models))
+                save_checkpoint(paths.checkpoint(i, models), r.state_dict,
+                                {"model": params.model, "patch_size": params.patch_size, "n_bands": sampler.n_bands,
+                                 "bands": bands, "n_classes": n_classes, "class_names": meta["class_names"],
+                                 "n_comps": params.train.n_comps, "seed": r.seed, "instance": i,
+                                 "epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val})
                 _write_curve(paths.training_curve(i, curves), r.history)
             plots.training_curves([r.history for r in results], paths.figures("train", figs).training_curves,
                                   f"{params.model}, patch {params.patch_size}")
@@ -284,25 +227,3 @@ def _write_curve(path: Path, history: list[dict]) -> None:
     keys = ["epoch", "loss", "f1_macro_val", "lr"]
     lines = [",".join(keys)] + [",".join(f"{h[k]:.6g}" for k in keys) for h in history]
     path.write_text("\n".join(lines) + "\n")
-
-
-def _unpickler_reason(exc: Exception) -> str:
-    """The one line of torch's multi-paragraph weights_only refusal that names the offending object."""
-    text = str(exc)
-    reason = text.split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
-    return " ".join(reason.split()).split(". ")[0] or "unreadable"
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
-    """A trained instance in eval mode, and its metadata. Tensors only: loaded with weights_only=True."""
-    if not path.is_file():
-        raise HsixaiError(f"{path}: checkpoint not found (run the train stage first)")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise HsixaiError(f"{path}: refused: not a tensors-only checkpoint ({_unpickler_reason(exc)}); "
-                          "only load checkpoints written by the train stage") from None
-    meta = checkpoint["meta"]
-    model = build_model(meta["model"], meta["n_bands"], meta["n_classes"], meta["patch_size"], meta["n_comps"])
-    model.load_state_dict(checkpoint["state_dict"])
-    return model.to(device).eval(), meta

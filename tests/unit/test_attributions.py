@@ -8,6 +8,7 @@ from hsixai import train
 from hsixai.config import XaiConfig, load_params
 from hsixai.data.patches import PatchSampler
 from hsixai.models import build_model
+from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 from hsixai.xai import attributions, consistency
 
@@ -105,8 +106,8 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
     with np.load(paths.profiles) as z:
         centres = sampler.centres(z["rows"], z["cols"])
     for i in range(2):
-        model, _ = train.load_checkpoint(paths.checkpoint(i))
-        pred = train.predict(model, sampler, centres, 64).argmax(axis=1)
+        model, _ = load_classifier(paths.checkpoint(i))
+        pred = predict(model, sampler, centres, 64).argmax(axis=1)
         assert np.array_equal(pred == labels, correct[i])
 
     result = consistency.run(params, paths, progress=False)

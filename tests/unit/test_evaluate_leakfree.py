@@ -10,9 +10,10 @@ import pytest
 from hsixai import evaluate, train
 from hsixai.config import load_params, params_from_dict
 from hsixai.data import split
-from hsixai.data.patches import load_sampler
+from hsixai.data.patches import Split, load_sampler
 from hsixai.leakage import patch_leakage
 from hsixai.metrics import classification_metrics
+from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 
 from ..conftest import TINY_BUFFER, TINY_TRAIN, tiny_params, write_params
@@ -29,9 +30,9 @@ def _params(root, **overrides):
 def _leakfree_predictions(paths, patch_size, instance):
     """(y_true, y_pred) on the split's leak-free test pixels, predicted here independently of evaluate."""
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, patch_size, "cpu")
-    subset = train.Split.from_labels(sampler, np.load(paths.split_dir / "test_leakfree_labels.npy"))
-    model, _ = train.load_checkpoint(paths.checkpoint(instance))
-    return subset.labels.numpy(), train.predict(model, sampler, subset.centres, 256).argmax(axis=1)
+    subset = Split.from_labels(sampler, np.load(paths.split_dir / "test_leakfree_labels.npy"))
+    model, _ = load_classifier(paths.checkpoint(instance))
+    return subset.labels.numpy(), predict(model, sampler, subset.centres, 256).argmax(axis=1)
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from hsixai.adapt.common import load_segmenter, save_segmenter
+from hsixai.adapt.models import Segmenter
 from hsixai.errors import HsixaiError
-from hsixai.train import load_checkpoint
+from hsixai.models import build_model
+from hsixai.models.inference import load_classifier
+from hsixai.runtime import save_checkpoint
 
 from ..conftest import REPO
 
@@ -106,20 +110,70 @@ class _Payload:
         return _run_code, (self.marker,)
 
 
-def test_load_checkpoint_refuses_pickled_code(tmp_path):
+# The patch classifiers' and the adapt segmenters' loaders are one loader (runtime.load_checkpoint): each case
+# runs through both, and must end in one HsixaiError line naming the file (the CLI prints it and exits 2).
+LOADERS = {"classifier": (load_classifier, "the train stage"), "segmenter": (load_segmenter, "the adapt stages")}
+
+
+def _refused(loader: str, path: Path) -> str:
+    load, written_by = LOADERS[loader]
+    with pytest.raises(HsixaiError) as err:
+        load(path)
+    message = str(err.value)
+    assert "\n" not in message and message.startswith(f"{path}: ") and written_by in message
+    return message
+
+
+def _good_checkpoint(loader: str, path: Path) -> None:
+    if loader == "classifier":
+        meta = {"model": "cnn2d", "n_bands": 4, "n_classes": 3, "patch_size": 5, "n_comps": 2, "seed": 0}
+        save_checkpoint(path, build_model("cnn2d", 4, 3, 5, 2).state_dict(), meta)
+    else:
+        save_segmenter(path, Segmenter(4, 3), {"n_bands": 4, "n_classes": 3, "feature_map": "linear", "seed": 0})
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_load_checkpoint_refuses_pickled_code(loader, tmp_path):
     marker = tmp_path / "pwned"
     path = tmp_path / "instance_0.pt"
     torch.save({"state_dict": {}, "meta": _Payload(marker)}, path)
-    with pytest.raises(HsixaiError) as err:
-        load_checkpoint(path)
-    message = str(err.value)
-    assert "\n" not in message and str(path) in message and "tensors-only" in message
+    message = _refused(loader, path)
+    assert "refused: not a tensors-only checkpoint" in message
     assert "_run_code" in message  # names what was refused
     assert not marker.exists()
 
 
-def test_load_checkpoint_refuses_a_whole_pickled_model(tmp_path):
+@pytest.mark.parametrize("loader", LOADERS)
+def test_load_checkpoint_refuses_a_whole_pickled_model(loader, tmp_path):
     path = tmp_path / "model.pt"
     torch.save(torch.nn.Linear(3, 2), path)  # the common unsafe habit: the module object, not its state dict
-    with pytest.raises(HsixaiError, match=r"model\.pt: refused: not a tensors-only checkpoint"):
-        load_checkpoint(path)
+    assert "refused: not a tensors-only checkpoint" in _refused(loader, path)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_good_checkpoints_load_and_bad_files_are_one_line_errors(loader, tmp_path):
+    good = tmp_path / "good.pt"
+    _good_checkpoint(loader, good)
+    net, meta = LOADERS[loader][0](good)
+    assert meta["seed"] == 0 and not net.training
+    data = good.read_bytes()
+    unreadable, unpickled = "not a readable checkpoint", "refused: not a tensors-only checkpoint"
+    cases = {"truncated.pt": (data[:len(data) // 2], unreadable), "empty.pt": (b"", unreadable),
+             "text.pt": (b"not a checkpoint at all\n", unpickled)}  # read as a legacy pickle, whose opcodes fail
+    for name, (content, expected) in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert expected in _refused(loader, tmp_path / name), name
+    torch.save({"weights": torch.zeros(2)}, tmp_path / "no_meta.pt")
+    assert "expected a checkpoint with 'state_dict' and 'meta'" in _refused(loader, tmp_path / "no_meta.pt")
+    assert "checkpoint not found" in _refused(loader, tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_weights_that_do_not_fit_their_metadata_are_one_line_errors(loader, tmp_path):
+    path = tmp_path / "instance_0.pt"
+    _good_checkpoint(loader, path)
+    checkpoint = torch.load(path, weights_only=True)
+    torch.save({"state_dict": checkpoint["state_dict"], "meta": {**checkpoint["meta"], "n_bands": 7}}, path)
+    assert "the weights do not fit the network its metadata describes" in _refused(loader, path)
+    torch.save({"state_dict": checkpoint["state_dict"], "meta": {"seed": 0}}, path)  # meta lacks the shape keys
+    assert "the weights do not fit the network its metadata describes" in _refused(loader, path)

@@ -1,10 +1,11 @@
 """A stage module imports no other stage module, and every hsixai module it imports is among its dvc.yaml deps.
 
-Written for the whole package: dvc.yaml's stages are mapped to their modules
-through cli.STAGES (the `hsixai <command>` of each `cmd`), and each module's
-imports within hsixai are followed transitively, function-level imports
-included. CHECKED says which stages must pass today (the domain-adaptation
-ones); the others are reported, not asserted, until they are brought in line.
+dvc.yaml's stages are mapped to their modules through cli.STAGES (the
+`hsixai <command>` of each `cmd`), and each module's imports within hsixai are
+followed transitively, function-level imports included. Every stage of dvc.yaml
+is checked, both ways: an hsixai module a stage imports but does not list is a
+stage that editing the module would not re-run; a listed source path the stage
+never imports re-runs it for nothing.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from hsixai.cli import STAGES
 from ..conftest import REPO
 
 PACKAGE = REPO / "src" / "hsixai"
-CHECKED = ("adapt_source_synthesize", "adapt_synthesize", "adapt_shadow_synthesize", "adapt_prepare", "adapt_pretrain", "adapt",
-           "adapt_evaluate", "adapt_labels")
 
 
 def module_file(name: str) -> Path:
@@ -83,9 +82,13 @@ def imported_modules(name: str) -> set[str]:
     return seen - {name}
 
 
-def stage_modules() -> dict[str, str]:
+def dvc_stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def stage_modules(stages: dict[str, dict] | None = None) -> dict[str, str]:
     """dvc.yaml stage -> the hsixai module its `hsixai <command>` runs."""
-    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    stages = dvc_stages() if stages is None else stages
     out = {}
     for stage, spec in stages.items():
         words = spec["cmd"].split()
@@ -102,16 +105,21 @@ def covered(path: str, deps: list[str]) -> bool:
     return any(path == d or path.startswith(d.rstrip("/") + "/") for d in deps)
 
 
-def problems(stage: str) -> list[str]:
-    spec = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"][stage]
-    modules = stage_modules()
+def problems(stage: str, stages: dict[str, dict] | None = None) -> list[str]:
+    """What is wrong with `stage` of `stages` (default: dvc.yaml's): stage modules it imports, imports its deps
+    lack, and source deps it never imports."""
+    stages = dvc_stages() if stages is None else stages
+    modules = stage_modules(stages)
     own = modules[stage]
     others = set(modules.values()) - {own}
     imported = imported_modules(own)
     out = [f"{stage}: {own} imports the stage module {m}" for m in sorted(imported & others)]
-    deps = [str(d) for d in spec.get("deps", [])]
+    deps = [str(d) for d in stages[stage].get("deps", [])]
     needed = [relative(m) for m in sorted(imported | {own}) if has_code(m)]
     out += [f"{stage}: imports {p} but dvc.yaml does not list it in deps" for p in needed if not covered(p, deps)]
+    every = [relative(m) for m in imported | {own}]
+    out += [f"{stage}: dvc.yaml lists {d} in deps but the stage never imports it"
+            for d in deps if d.startswith("src/") and not any(covered(p, [d]) for p in every)]
     return out
 
 
@@ -120,13 +128,54 @@ def test_every_stage_maps_to_a_module():
         assert module_file(module).is_file(), f"{stage}: {module}"
 
 
-@pytest.mark.parametrize("stage", CHECKED)
+@pytest.mark.parametrize("stage", list(dvc_stages()))
 def test_stage_imports_no_stage_and_lists_its_imports(stage):
     assert not problems(stage), "\n".join(problems(stage))
 
 
+def _graph(monkeypatch, imports: dict[str, set[str]]) -> None:
+    """Replace the source's imports by a synthetic graph of real module names (module -> what it imports)."""
+    monkeypatch.setattr(__import__(__name__, fromlist=["x"]), "direct_imports", lambda name: imports.get(name, set()))
+
+
+SYNTHETIC_STAGES = {  # two stages over real module names; the graph is set per test
+    "evaluate": {"cmd": "hsixai --no-progress evaluate",
+                 "deps": ["models", "src/hsixai/evaluate.py", "src/hsixai/runtime.py", "src/hsixai/errors.py"]},
+    "train": {"cmd": "hsixai --no-progress train", "deps": ["src/hsixai/train.py", "src/hsixai/runtime.py",
+                                                            "src/hsixai/errors.py"]},
+}
+
+
+def test_a_synthetic_graph_in_line_with_its_deps_passes(monkeypatch):
+    _graph(monkeypatch, {"hsixai.evaluate": {"hsixai.runtime"}, "hsixai.train": {"hsixai.runtime"},
+                         "hsixai.runtime": {"hsixai.errors"}})
+    assert problems("evaluate", SYNTHETIC_STAGES) == [] and problems("train", SYNTHETIC_STAGES) == []
+
+
+def test_a_stage_importing_a_stage_fails_even_through_a_shared_module(monkeypatch):
+    """Half one: evaluate -> runtime -> train is caught, though evaluate never names train itself."""
+    _graph(monkeypatch, {"hsixai.evaluate": {"hsixai.runtime"}, "hsixai.runtime": {"hsixai.errors", "hsixai.train"}})
+    found = problems("evaluate", SYNTHETIC_STAGES)
+    assert "evaluate: hsixai.evaluate imports the stage module hsixai.train" in found
+    with pytest.raises(AssertionError, match="imports the stage module hsixai.train"):
+        assert not found, "\n".join(found)
+
+
+def test_an_import_missing_from_the_deps_fails(monkeypatch):
+    """Half two: evaluate imports io (through runtime) and dvc.yaml does not list it."""
+    _graph(monkeypatch, {"hsixai.evaluate": {"hsixai.runtime"}, "hsixai.runtime": {"hsixai.errors", "hsixai.io"}})
+    assert problems("evaluate", SYNTHETIC_STAGES) == [
+        "evaluate: imports src/hsixai/io.py but dvc.yaml does not list it in deps"]
+
+
+def test_a_source_dep_the_stage_never_imports_fails(monkeypatch):
+    _graph(monkeypatch, {"hsixai.train": {"hsixai.errors"}})
+    assert problems("train", SYNTHETIC_STAGES) == [
+        "train: dvc.yaml lists src/hsixai/runtime.py in deps but the stage never imports it"]
+
+
 def test_the_checker_catches_a_stage_importing_a_stage(monkeypatch):
-    """The checker itself: adapt/evaluate.py as it was (importing adversarial and pretrain) is caught."""
+    """On the real graph: adapt/evaluate.py as it was (importing adversarial and train) is caught."""
     original = direct_imports
 
     def with_old_imports(name: str) -> set[str]:

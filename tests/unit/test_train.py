@@ -6,6 +6,8 @@ import torch
 
 from hsixai.cli import main
 from hsixai.config import load_params
+from hsixai.data.patches import Split
+from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 from hsixai import evaluate, train
 
@@ -26,7 +28,7 @@ def test_train_and_evaluate_write_their_outputs(train_root, mlflow_uri):
     on_disk = json.loads(paths.metrics("train").read_text())
     assert on_disk["f1_macro_val"] == pytest.approx(np.mean([i["f1_macro_val"] for i in on_disk["instances"]]))
     for i in range(2):
-        model, meta = train.load_checkpoint(paths.checkpoint(i))
+        model, meta = load_classifier(paths.checkpoint(i))
         assert meta["seed"] == i and meta["patch_size"] == 5 and meta["model"] == "cnn2d"
         assert meta["n_bands"] == 174 and len(meta["bands"]) == 174 and not model.training
         assert (paths.plots_dir("train") / f"instance_{i}.csv").read_text().startswith("epoch,loss,f1_macro_val,lr")
@@ -48,9 +50,9 @@ def test_best_dev_checkpoint_reproduces_its_dev_score(train_root, mlflow_uri):
     from hsixai.metrics import f1_macro
 
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, 5, "cpu")
-    dev = train.Split.from_labels(sampler, np.load(paths.split_dir / "dev_labels.npy"))
-    model, meta = train.load_checkpoint(paths.checkpoint(1))
-    pred = train.predict(model, sampler, dev.centres, 256).argmax(axis=1)
+    dev = Split.from_labels(sampler, np.load(paths.split_dir / "dev_labels.npy"))
+    model, meta = load_classifier(paths.checkpoint(1))
+    pred = predict(model, sampler, dev.centres, 256).argmax(axis=1)
     assert f1_macro(dev.labels.numpy(), pred, 6) == pytest.approx(summary["instances"][1]["f1_macro_val"])
 
 
@@ -131,7 +133,7 @@ def test_bounded_epochs_and_strided_scene_map(train_root, mlflow_uri, monkeypatc
     from hsixai.data.patches import load_sampler
 
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, 5, "cpu")
-    model, _ = train.load_checkpoint(paths.checkpoint(0))
+    model, _ = load_classifier(paths.checkpoint(0))
     strided = evaluate._scene_map(model, sampler, params, progress=False)
     full = evaluate._scene_map(model, sampler, _params(train_root, evaluate={"map_stride": 1}), progress=False)
     assert full.shape == (48, 48) and strided.shape == (12, 12)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import json
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +20,7 @@ from ..config import ADAPT_ARMS, ALL_LABELS, Params
 from ..errors import HsixaiError
 from ..io import load_npy
 from ..paths import AdaptPreparedFiles
+from ..runtime import load_checkpoint, resolve_device, save_checkpoint
 from .models import Segmenter, batchnorm_layers
 
 EXPERIMENT = "adapt"  # the MLflow parent run of every adapt stage
@@ -43,63 +43,25 @@ def seeds(params: Params) -> list[int]:
 
 def device_of(params: Params) -> torch.device:
     """adapt.device as a torch device; a CUDA request without CUDA is an error naming adapt.device."""
-    setting = params.adapt.device
-    if setting == "cuda" and not torch.cuda.is_available():
-        raise HsixaiError("params: adapt.device: 'cuda' was asked for, but torch sees no CUDA device")
-    if setting == "auto":
-        setting = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(setting)
+    return resolve_device(params.adapt.device, "adapt.device")
 
 
 # --------------------------------------------------------------------------- checkpoints (tensors only)
 def save_segmenter(path: Path, net: Segmenter, meta: dict) -> None:
     """Tensors and plain metadata only, so loading works with weights_only=True."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"state_dict": net.state_dict(), "meta": meta}, path)
+    save_checkpoint(path, net.state_dict(), meta)
 
 
 def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[Segmenter, dict]:
-    """A segmenter in eval mode and its metadata; a checkpoint that is not tensors-only is refused in one line."""
-    if not path.is_file():
-        raise HsixaiError(f"{path}: checkpoint not found (run the adapt stages in order: dvc repro adapt_evaluate)")
-    try:
-        checkpoint = torch.load(path, map_location=device, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise HsixaiError(f"{path}: refused: not a tensors-only checkpoint ({_first_line(exc)}); "
-                          "only load checkpoints written by the adapt stages") from None
-    meta = checkpoint["meta"]
-    net = Segmenter(meta["n_bands"], meta["n_classes"], feature_map=meta.get("feature_map", "linear"))
-    net.load_state_dict(checkpoint["state_dict"])
-    return net.to(device).eval(), meta
+    """A segmenter in eval mode and its metadata; a bad checkpoint is refused in one line (runtime.load_checkpoint)."""
+    def build(meta: dict) -> Segmenter:
+        return Segmenter(meta["n_bands"], meta["n_classes"], feature_map=meta.get("feature_map", "linear"))
+
+    return load_checkpoint(path, build, device, written_by="the adapt stages",
+                           missing_hint="run the adapt stages in order: dvc repro adapt_evaluate")
 
 
-def _first_line(exc: Exception) -> str:
-    """The line of torch's multi-paragraph weights_only refusal that names the offending object."""
-    reason = str(exc).split("WeightsUnpickler error:", 1)[-1].split("Check the documentation", 1)[0]
-    return " ".join(reason.split()).split(". ")[0] or "unreadable"
-
-
-# --------------------------------------------------------------------------- labels and bands
-def kept_bands(n_bands: int, removed: list[int]) -> np.ndarray:
-    """Indices of the bands that remain after removing `removed` (params: data.remove_bands) from `n_bands`.
-
-    The same rule as the prepare stage's; kept here so that no adapt stage imports the prepare stage module.
-    """
-    out_of_range = [b for b in removed if b >= n_bands]
-    if out_of_range:
-        raise HsixaiError(f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
-                          f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})")
-    kept = np.setdiff1d(np.arange(n_bands), removed).astype(np.int32)
-    if kept.size == 0:
-        raise HsixaiError(f"params: data.remove_bands: removes all {n_bands} bands of the cube")
-    return kept
-
-
-def to_zero_based(labels: np.ndarray) -> np.ndarray:
-    """Raw labels 1..K -> 0..K-1 and 0 (unlabelled) -> -1, int8."""
-    return (labels.astype(np.int16) - 1).astype(np.int8)
-
-
+# --------------------------------------------------------------------------- labels
 def few_labels(pool: np.ndarray, per_class: int | str, seed: int) -> np.ndarray:
     """`per_class` pixels of each class of `pool` [H, W] (int8, -1 = unlabelled), or all of them for "all".
 

@@ -27,8 +27,8 @@ from ..config import ALL_LABELS, Params
 from ..errors import HsixaiError
 from ..io import BandReader, load_npy, staged_outputs, write_json
 from ..paths import RAW_REGION, Paths
-from ..data.readers import RawScene, open_raw_scene
-from .common import few_labels, kept_bands, seeds, to_zero_based
+from ..data.readers import RawScene, kept_bands, open_raw_scene, to_zero_based
+from .common import few_labels, seeds
 
 
 # --------------------------------------------------------------------------- the pairs' masks

@@ -6,19 +6,26 @@ tensor [(H + p - 1) * (W + p - 1), bands] on the training device. A batch of
 patches is then a single indexing operation: centre offsets plus the p*p
 neighbour offsets. No per-sample Python, no DataLoader workers, and no split
 is ever materialised as patches.
+
+Also what the patch-based stages (train, evaluate, attribute) read of the
+prepare and split stages' outputs: the prepared data's metadata and the split's
+label maps, and a split's samples as patch corners.
 """
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 import torch
 
+from ..config import Params
 from ..errors import HsixaiError
-from ..io import BandReader, inspect_npy
-from ..paths import PreparedFiles, SplitFiles
+from ..io import BandReader, inspect_npy, load_npy
+from ..paths import Paths, PreparedFiles, SplitFiles
 
 
 class PatchSampler:
@@ -89,3 +96,35 @@ def load_sampler(prepared_dir: Path, split_dir: Path, patch_size: int, device: t
     with np.load(stats_path) as stats:
         mean, std = stats["mean"], stats["std"]
     return PatchSampler(PreparedFiles(prepared_dir).cube, mean, std, patch_size, device)
+
+
+@dataclass
+class Split:
+    """Samples of one split: patch corners in the sampler and labels, both on the device."""
+
+    centres: torch.Tensor
+    labels: torch.Tensor
+
+    @classmethod
+    def from_labels(cls, sampler: PatchSampler, label_map: np.ndarray) -> Split:
+        rows, cols, labels = labelled_pixels(label_map)
+        return cls(sampler.centres(rows, cols), torch.from_numpy(labels).to(sampler.device))
+
+    def __len__(self) -> int:
+        return len(self.centres)
+
+
+def load_split_labels(paths: Paths, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    train = load_npy(paths.split_files().train_labels, "train labels", ndim=2, kinds="i", shape=shape)
+    dev = load_npy(paths.split_files().dev_labels, "dev labels", ndim=2, kinds="i", shape=shape)
+    return train, dev
+
+
+def prepared_meta(paths: Paths, params: Params) -> dict:
+    meta_path = paths.prepared_files().meta
+    if not meta_path.is_file():
+        raise HsixaiError(f"{meta_path}: prepared data not found (run the prepare stage first)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("class_names") != params.data.class_names:
+        raise HsixaiError("params: data.class_names differ from those of the prepared data (re-run prepare)")
+    return meta

@@ -33,29 +33,12 @@ from ..config import Params
 from ..errors import HsixaiError
 from ..io import BandReader, NpyStreamWriter, staged_outputs, write_json
 from ..paths import RAW_GEOREF, RAW_TRAIN, Paths
-from .readers import open_raw_scene
+from .readers import kept_bands, open_raw_scene, to_zero_based
 
 log = logging.getLogger(__name__)
 
 # Bands of a colour-infrared composite: vegetation shows red, soil and towns cyan-grey.
 FALSE_COLOUR_NM = (860.0, 650.0, 550.0)
-
-
-def kept_bands(n_bands: int, removed: list[int]) -> np.ndarray:
-    """Indices of the bands that remain after removing `removed` from `n_bands`."""
-    out_of_range = [b for b in removed if b >= n_bands]
-    if out_of_range:
-        raise HsixaiError(f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
-                          f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})")
-    kept = np.setdiff1d(np.arange(n_bands), removed).astype(np.int32)
-    if kept.size == 0:
-        raise HsixaiError(f"params: data.remove_bands: removes all {n_bands} bands of the cube")
-    return kept
-
-
-def to_zero_based(labels: np.ndarray) -> np.ndarray:
-    """1..K -> 0..K-1 and 0 (unlabelled) -> -1."""
-    return (labels.astype(np.int16) - 1).astype(np.int8)
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:

@@ -122,3 +122,23 @@ def _load_mask(path: Path, what: str, spatial: tuple[int, ...], n_classes: int) 
         raise HsixaiError(f"{path}: {what}: expected labels 0..{n_classes} (0 = unlabelled, "
                           f"{n_classes} classes in data.class_names), found {values}")
     return mask.astype(np.int16)
+
+
+def kept_bands(n_bands: int, removed: list[int]) -> np.ndarray:
+    """Indices of the bands that remain after removing `removed` (params: data.remove_bands) from `n_bands`.
+
+    The one rule for prepare and adapt_prepare alike.
+    """
+    out_of_range = [b for b in removed if b >= n_bands]
+    if out_of_range:
+        raise HsixaiError(f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
+                          f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})")
+    kept = np.setdiff1d(np.arange(n_bands), removed).astype(np.int32)
+    if kept.size == 0:
+        raise HsixaiError(f"params: data.remove_bands: removes all {n_bands} bands of the cube")
+    return kept
+
+
+def to_zero_based(labels: np.ndarray) -> np.ndarray:
+    """Raw labels 1..K -> 0..K-1 and 0 (unlabelled) -> -1, int8."""
+    return (labels.astype(np.int16) - 1).astype(np.int8)

@@ -34,11 +34,12 @@ from tqdm import tqdm
 
 from .. import plots, tracking
 from ..config import Params, XaiConfig
-from ..data.patches import PatchSampler, labelled_pixels, load_sampler
+from ..data.patches import PatchSampler, labelled_pixels, load_sampler, prepared_meta
 from ..errors import HsixaiError
 from ..io import load_npy, staged_outputs
+from ..models.inference import load_classifier, predict
 from ..paths import Paths
-from ..train import load_checkpoint, predict, prepared_meta, resolve_device
+from ..runtime import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +112,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     prepared_meta(paths, params)
     names = params.data.class_names
     cfg = params.xai
-    device = resolve_device(params.train.device)
-    models = [load_checkpoint(paths.checkpoint(i), device) for i in range(params.train.instances)]
+    device = resolve_device(params.train.device, "train.device")
+    models = [load_classifier(paths.checkpoint(i), device) for i in range(params.train.instances)]
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
     xai_map = load_npy(paths.split_files().xai_labels, "xAI sample", ndim=2, kinds="i",
                        shape=(sampler.height, sampler.width))
