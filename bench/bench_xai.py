@@ -142,7 +142,7 @@ def bench_consistency(replicates: int, repeats: int) -> dict:
     for _ in range(repeats):
         ours_t.append(timed(lambda: scores(data, replicates, seed=0)))
     naive_t.append(timed(lambda: naive_consistency(data, replicates, seed=0)))  # once: it is slow
-    ours = scores(data, replicates, seed=0)
+    ours = scores(data, replicates, seed=0).metrics
     naive_point = naive_consistency(data, 0, seed=0)
     return {"samples": len(labels), "instances": n_inst, "bands": bands, "replicates": replicates,
             "ours_s": round(statistics.median(ours_t), 3), "naive_s": round(naive_t[0], 2),

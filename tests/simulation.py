@@ -148,7 +148,7 @@ def coverage(design: Design, n_instances: int, studies: int, replicates: int = 2
     for s in range(studies):
         if not fixed:
             effects = instance_effects(design, rng, n_instances)
-        result = scores(study(design, base, effects, rng), replicates=replicates, seed=s)
+        result = scores(study(design, base, effects, rng), replicates=replicates, seed=s).metrics
         for k in keys:
             low, high = result[f"{k}_ci"]
             hits[k] += low <= truth[k] <= high
@@ -172,7 +172,7 @@ def sample_size_shift(design: Design, small: int, large: int, studies: int, seed
     rng = np.random.default_rng(seed)
     out = {}
     for n in (small, large):
-        runs = [scores(study(design, base, effects, rng, n_per_class=n), replicates=10, seed=s)
+        runs = [scores(study(design, base, effects, rng, n_per_class=n), replicates=10, seed=s).metrics
                 for s in range(studies)]
         out[n] = {k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in runs]))
                   for k in ("consistency_instances", "consistency_instances_plugin", "consistency_concordance",

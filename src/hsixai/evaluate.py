@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -36,6 +37,20 @@ log = logging.getLogger(__name__)
 
 SUMMARY_KEYS = ("oa", "aa", "kappa", "f1_macro")
 LEAKFREE_KEYS = tuple(f"{k}_leakfree" for k in SUMMARY_KEYS)
+
+
+@dataclass(frozen=True)
+class InstanceResult:
+    """One trained instance on the test mask.
+
+    metrics: its entry in metrics/evaluate.json's "per_instance", keys in the order written: seed, f1_macro_val,
+        the classification metrics on the whole test mask and the summary ones (with F1 per class) on the
+        leak-free subset.
+    predictions: int [n_test], the predicted class of each test pixel, in the order of the test split's centres.
+    """
+
+    metrics: dict
+    predictions: np.ndarray
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
@@ -71,22 +86,24 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         y_pred = predict(model, sampler, test.centres, params.train.eval_batch_size, progress,
                          f"evaluate #{i}").argmax(axis=1)
         lf = classification_metrics(y_true[is_leakfree], y_pred[is_leakfree], len(names), macro_classes)
-        per_instance.append({"seed": meta["seed"], "f1_macro_val": meta["f1_macro_val"],
-                             **classification_metrics(y_true, y_pred, len(names)),
-                             **{f"{k}_leakfree": lf[k] for k in (*SUMMARY_KEYS, "f1_per_class")}, "_pred": y_pred})
-    best = int(np.argmax([r["f1_macro_val"] for r in per_instance]))  # chosen on dev, never on test
+        per_instance.append(InstanceResult({"seed": meta["seed"], "f1_macro_val": meta["f1_macro_val"],
+                                            **classification_metrics(y_true, y_pred, len(names)),
+                                            **{f"{k}_leakfree": lf[k] for k in (*SUMMARY_KEYS, "f1_per_class")}},
+                                           y_pred))
+    instance_metrics = [r.metrics for r in per_instance]
+    best = int(np.argmax([r["f1_macro_val"] for r in instance_metrics]))  # chosen on dev, never on test
 
     summary: dict = {}
     for key in SUMMARY_KEYS:
-        summary[key], summary[f"{key}_std"] = mean_std([r[key] for r in per_instance])
-    f1_classes = np.array([r["f1_per_class"] for r in per_instance])
+        summary[key], summary[f"{key}_std"] = mean_std([r[key] for r in instance_metrics])
+    f1_classes = np.array([r["f1_per_class"] for r in instance_metrics])
     summary["f1_per_class"] = dict(zip(names, f1_classes.mean(axis=0).tolist()))
     summary["best_instance"] = best
     summary["n_test"] = len(test)
     for key in LEAKFREE_KEYS:
-        summary[key], summary[f"{key}_std"] = mean_std([r[key] for r in per_instance])
+        summary[key], summary[f"{key}_std"] = mean_std([r[key] for r in instance_metrics])
     n_leakfree = leakfree["n_per_class"]
-    f1_leakfree = np.array([r["f1_per_class_leakfree"] for r in per_instance]).mean(axis=0)
+    f1_leakfree = np.array([r["f1_per_class_leakfree"] for r in instance_metrics]).mean(axis=0)
     # A class without leak-free pixels has no F1 there (not 0).
     summary["f1_per_class_leakfree"] = {n: (float(f) if n_leakfree[n] else None) for n, f in zip(names, f1_leakfree)}
     summary["n_test_leakfree"] = int(is_leakfree.sum())
@@ -96,17 +113,17 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     summary["leakfree_min_pixels"] = leakfree["min_pixels"]
     summary["leakfree_classes_excluded"] = leakfree["classes_too_few"]  # from the leak-free AA and macro F1
     summary["leakage"] = leakage
-    summary["per_instance"] = [{k: v for k, v in r.items() if k != "_pred"} for r in per_instance]
+    summary["per_instance"] = instance_metrics
 
     stride = params.evaluate.map_stride
     scene_map = _scene_map(models[best][0], sampler, params, progress)
-    best_pred = per_instance[best]["_pred"]
+    best_pred = per_instance[best].predictions
     with staged_outputs(paths.plots_dir("evaluate"), paths.figures_dir("evaluate"),
                         files=(paths.metrics("evaluate"),)) as (plot_dir, figs, metrics_file):
         rows = ["actual,predicted"] + [f"{names[t]},{names[p]}" for t, p in zip(y_true, best_pred)]
         figures = paths.figures("evaluate", figs)
         paths.confusion_table(plot_dir).write_text("\n".join(rows) + "\n")
-        plots.confusion(per_instance[best]["confusion"], names, figures.confusion,
+        plots.confusion(per_instance[best].metrics["confusion"], names, figures.confusion,
                         f"test, instance {best} (best dev F1)")
         every = f", one pixel per {stride} x {stride} block" if stride > 1 else ""
         plots.classification_map(scene_map, test_map[::stride, ::stride], names, figures.classification_map,

@@ -19,6 +19,7 @@ from typing import Any, Iterator
 import numpy as np
 from numpy.lib import format as npy_format
 
+from .checks import check_array, check_cube
 from .errors import HsixaiError
 
 
@@ -127,12 +128,9 @@ class BandReader:
     """
 
     def __init__(self, info: NpyInfo):
-        if len(info.shape) != 3:
-            raise HsixaiError(f"{info.path}: expected a 3-D cube [bands, H, W], found shape {info.shape}")
+        check_cube(info, str(info.path), "[bands, H, W]")
         if info.fortran_order:
             raise HsixaiError(f"{info.path}: expected a C-ordered array, found Fortran order (save it with np.ascontiguousarray)")
-        if info.dtype.kind not in "fiu":
-            raise HsixaiError(f"{info.path}: expected a numeric cube, found dtype {info.dtype}")
         self.info = info
         self.n_bands, self.height, self.width = info.shape
         self._band_bytes = self.height * self.width * info.dtype.itemsize
@@ -157,13 +155,7 @@ class BandReader:
 def load_npy(path: Path, what: str, ndim: int | None = None, kinds: str = "fiub",
              shape: tuple[int, ...] | None = None, mmap: bool = False) -> np.ndarray:
     """Load a .npy file with its dimensions, dtype kind and shape checked."""
-    info = inspect_npy(path, what)
-    if ndim is not None and len(info.shape) != ndim:
-        raise HsixaiError(f"{path}: {what}: expected a {ndim}-D array, found shape {info.shape}")
-    if info.dtype.kind not in kinds:
-        raise HsixaiError(f"{path}: {what}: expected dtype kind {kinds!r}, found {info.dtype}")
-    if shape is not None and info.shape != tuple(shape):
-        raise HsixaiError(f"{path}: {what}: expected shape {tuple(shape)}, found {info.shape}")
+    check_array(inspect_npy(path, what), f"{path}: {what}", ndim, kinds, shape)
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
 
 

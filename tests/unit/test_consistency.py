@@ -47,28 +47,28 @@ def test_triangular_discrimination_by_hand_and_bounds_on_js():
 def test_uniform_profiles_score_one_and_one_hot_profiles_score_low():
     bands = 8
     uniform = np.ones((2, 4, bands))
-    s = scores(_data(uniform, [0, 0, 1, 1]), replicates=20)
+    s = scores(_data(uniform, [0, 0, 1, 1]), replicates=20).metrics
     assert s["consistency_jsdiv"] == pytest.approx(1.0)
     assert s["consistency_instances"] == pytest.approx(1.0)
     assert s["consistency_concordance"] is None  # flat profiles have no shape to agree on
     one_hot = np.zeros((2, 4, bands))
     one_hot[:, :, 3] = 1.0
     expected = 1 - jensenshannon(np.eye(bands)[3], np.full(bands, 1 / bands), base=2)
-    assert scores(_data(one_hot, [0, 0, 1, 1]), replicates=20)["consistency_jsdiv"] == pytest.approx(expected)
+    assert scores(_data(one_hot, [0, 0, 1, 1]), replicates=20).metrics["consistency_jsdiv"] == pytest.approx(expected)
 
 
 def test_identical_and_disjoint_instances():
     rng = np.random.default_rng(1)
     base = rng.random((1, 6, 5))
     identical = np.repeat(base, 3, axis=0)
-    s = scores(_data(identical, [0, 0, 0, 1, 1, 1]), replicates=30)
+    s = scores(_data(identical, [0, 0, 0, 1, 1, 1]), replicates=30).metrics
     assert s["consistency_instances"] == pytest.approx(1.0)
     assert s["consistency_instances_ci"] == pytest.approx([1.0, 1.0])
     assert s["consistency_concordance"] == pytest.approx(1.0)
     disjoint = np.zeros((2, 6, 5))
     disjoint[0, :, 0] = 1.0  # instance 0 explains with band 0 only
     disjoint[1, :, 1] = 1.0  # instance 1 with band 1 only
-    s = scores(_data(disjoint, [0, 0, 0, 1, 1, 1]), replicates=30)
+    s = scores(_data(disjoint, [0, 0, 0, 1, 1, 1]), replicates=30).metrics
     assert s["consistency_instances"] == pytest.approx(0.0, abs=1e-12)
     assert s["pairwise_divergence"][0][1] == pytest.approx(1.0)
     # two one-hot shapes on different bands: 1 - |e0 - e1|^2 / (2 |e0 - u|^2) = 1 - 2 / (2 (1 - 1/5)) = -0.25
@@ -80,7 +80,7 @@ def test_jsdiv_recomputed_with_scipy_loop():
     profiles = rng.random((2, 30, 9)) ** 3
     labels = np.repeat([0, 1], 15)
     correct = rng.random((2, 30)) > 0.3
-    s = scores(_data(profiles, labels, correct), replicates=20)
+    s = scores(_data(profiles, labels, correct), replicates=20).metrics
     per_instance = []
     for i in range(2):
         class_means = []
@@ -98,7 +98,7 @@ def test_instances_score_recomputed_pair_by_pair():
     profiles = rng.random((3, 20, 6)) ** 2
     labels = np.repeat([0, 1], 10)
     correct = rng.random((3, 20)) > 0.2
-    s = scores(_data(profiles, labels, correct), replicates=20)
+    s = scores(_data(profiles, labels, correct), replicates=20).metrics
     normalised = profiles / profiles.sum(axis=2, keepdims=True)
     per_class = []
     for k in (0, 1):
@@ -120,7 +120,7 @@ def test_pairs_use_only_samples_both_instances_get_right():
     profiles = np.ones((2, 6, 3))
     profiles[0, 1] = [1, 0, 0]  # differs, but instance 1 got sample 1 wrong: must not count
     correct = np.array([[1, 1, 1, 1, 1, 1], [1, 0, 1, 1, 1, 1]], bool)
-    s = scores(_data(profiles, [0, 0, 0, 1, 1, 1], correct), replicates=20)
+    s = scores(_data(profiles, [0, 0, 0, 1, 1, 1], correct), replicates=20).metrics
     assert s["per_class"]["a"]["common_per_pair"] == [2]
     assert s["consistency_instances"] == pytest.approx(1.0)
 
@@ -129,8 +129,8 @@ def test_bootstrap_is_seeded_and_paired_across_experiments():
     rng = np.random.default_rng(3)
     labels = np.repeat([0, 1], 30)
     data = _data(rng.random((3, 60, 12)), labels)
-    a, b = scores(data, replicates=100, seed=7), scores(data, replicates=100, seed=7)
-    c = scores(data, replicates=100, seed=8)
+    a, b = scores(data, replicates=100, seed=7).metrics, scores(data, replicates=100, seed=7).metrics
+    c = scores(data, replicates=100, seed=8).metrics
     assert a["consistency_jsdiv_ci"] == b["consistency_jsdiv_ci"]
     assert a["consistency_instances_ci"] == b["consistency_instances_ci"]
     assert a["consistency_jsdiv_ci"] != c["consistency_jsdiv_ci"]
@@ -190,11 +190,12 @@ def test_flattening_leaves_concordance_unchanged_and_raises_consistency_instance
     effects = simulation.instance_effects(design, np.random.default_rng(4), 2)
     data = simulation.study(design, base, effects, np.random.default_rng(5))
     normalised, _ = normalise(data.profiles)
-    before = scores(data, replicates=50)
+    before = scores(data, replicates=50).metrics
     for amount in (0.3, 0.7):
         flat = (1 - amount) * normalised + amount / normalised.shape[2]
         flat[~data.correct] = 0.0
-        after = scores(Profiles(flat, data.labels, data.correct, data.wavelengths, data.class_names), replicates=50)
+        after = scores(Profiles(flat, data.labels, data.correct, data.wavelengths, data.class_names),
+                       replicates=50).metrics
         assert after["consistency_concordance"] == pytest.approx(before["consistency_concordance"], abs=0.02)
         assert after["consistency_instances"] > before["consistency_instances"] + 0.01
         assert after["consistency_jsdiv"] > before["consistency_jsdiv"]
@@ -205,21 +206,22 @@ def test_centre_share_and_radial_profile_per_class_and_overall():
     rings = np.zeros((2, 4, 3))
     rings[:, :2] = [1.0, 8.0, 16.0]  # class a: a uniform 5 x 5 map (1, 8 and 16 pixels per ring)
     rings[:, 2:] = [3.0, 1.0, 0.0]  # class b: three quarters of the mass on the centre pixel
-    s = scores(_data(np.ones((2, 4, 6)), labels, ring_mass=rings), replicates=30, patch_size=5)
+    computed = scores(_data(np.ones((2, 4, 6)), labels, ring_mass=rings), replicates=30, patch_size=5)
+    s = computed.metrics
     assert s["per_class"]["a"]["centre_share"] == pytest.approx(1 / 25)
     assert s["per_class"]["b"]["radial_profile"] == pytest.approx([0.75, 0.25, 0.0])
     assert s["centre_share"] == pytest.approx((1 / 25 + 0.75) / 2)
     assert sum(s["radial_profile"]) == pytest.approx(1.0)
     assert s["centre_share_uniform"] == pytest.approx(1 / 25)
     assert s["centre_share_ci"] == pytest.approx([s["centre_share"]] * 2)  # every sample alike: no spread
-    assert "centre_share" in s["_bootstrap"]
+    assert "centre_share" in computed.bootstrap and len(computed.bootstrap["centre_share"]["replicates"]) == 30
 
 
 def test_class_without_usable_samples_is_reported_and_left_out(caplog):
     profiles = np.ones((2, 4, 3))
     correct = np.array([[1, 1, 0, 0], [1, 1, 0, 0]], bool)  # class b never right
     with caplog.at_level(logging.WARNING):
-        s = scores(_data(profiles, [0, 0, 1, 1], correct), replicates=20)
+        s = scores(_data(profiles, [0, 0, 1, 1], correct), replicates=20).metrics
     assert s["per_class"]["b"]["usable_per_instance"] == [0, 0] and s["per_class"]["b"]["samples"] == 2
     assert s["per_class"]["b"]["consistency_jsdiv"] is None
     assert s["consistency_jsdiv"] == pytest.approx(1.0)  # class a alone
@@ -230,7 +232,7 @@ def test_all_zero_profiles_are_dropped_and_counted(caplog):
     profiles = np.ones((2, 6, 3))
     profiles[1, 0] = 0.0
     with caplog.at_level(logging.WARNING):
-        s = scores(_data(profiles, [0, 0, 0, 1, 1, 1]), replicates=20)
+        s = scores(_data(profiles, [0, 0, 0, 1, 1, 1]), replicates=20).metrics
     assert s["dropped_zero_profiles"] == 1
     assert s["per_class"]["a"]["usable_per_instance"] == [3, 2] and s["per_class"]["a"]["common_per_pair"] == [2]
     assert "all-zero profiles" in caplog.text
@@ -239,7 +241,20 @@ def test_all_zero_profiles_are_dropped_and_counted(caplog):
 
 def test_single_instance_has_no_instance_consistency(caplog):
     with caplog.at_level(logging.WARNING):
-        s = scores(_data(np.ones((1, 4, 3)), [0, 0, 1, 1]), replicates=20)
+        s = scores(_data(np.ones((1, 4, 3)), [0, 0, 1, 1]), replicates=20).metrics
     for key in ("consistency_instances", "consistency_concordance"):
         assert s[key] is None and s[f"{key}_ci"] is None
     assert "at least 2 model instances" in s["consistency_instances_note"]
+
+
+def test_scores_parts_metrics_bootstrap_and_mean_profiles():
+    profiles = np.array([[[1.0, 3.0], [1.0, 1.0], [2.0, 2.0], [0.0, 5.0]],
+                         [[3.0, 1.0], [1.0, 1.0], [1.0, 1.0], [5.0, 0.0]]])
+    correct = np.array([[True, True, True, False], [True, True, True, True]])
+    computed = scores(_data(profiles, [0, 0, 1, 1], correct), replicates=10)
+    assert not any(key.startswith("_") for key in computed.metrics)
+    assert computed.bootstrap["consistency_jsdiv"]["estimate"] == computed.metrics["consistency_jsdiv"]
+    assert len(computed.bootstrap["consistency_jsdiv"]["replicates"]) == 10
+    # [instances, classes, bands]: the mean normalised profile over the samples each instance got right
+    np.testing.assert_allclose(computed.mean_profiles, [[[0.375, 0.625], [0.5, 0.5]],
+                                                        [[0.625, 0.375], [0.75, 0.25]]])

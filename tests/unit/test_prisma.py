@@ -345,7 +345,7 @@ def _swir_one_column_short(fh) -> None:
      r"SWIR_Cube: expected as many bands .* found shape \(6, 9, 7\) and 9, 9, 8 values"),
     (lambda fh: fh.attrs.__setitem__("Epsg_Code", np.int32(999999)), r"Epsg_Code 999999: coordinate reference system"),
     (lambda fh: fh.attrs.__setitem__("List_Fwhm_Vnir", np.zeros(9, np.float32)),
-     r"List_Fwhm_Vnir: expected positive band widths for the bands in use"),
+     r"List_Fwhm_Vnir: expected positive finite band widths for the bands in use, found 5 NaN, Inf or values <= 0"),
     (lambda fh: fh.attrs.__setitem__("L2ScaleVnirMin", np.bytes_("zero")),
      r"root attribute 'L2ScaleVnirMin': expected numbers"),
 ])

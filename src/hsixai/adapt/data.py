@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..checks import check_finite, check_mask_shape
 from ..config import ALL_LABELS, Params
 from ..errors import HsixaiError
 from ..io import BandReader, load_npy, staged_outputs, write_json
@@ -94,9 +95,7 @@ def open_one_scene(params: Params, paths: Paths) -> tuple[RawScene, np.ndarray]:
         raise HsixaiError(f"params: adapt.shadow_dir: {path} not found; expected the target region "
                           f"(int [H, W], 1 = target, 0 = source) beside the raw scene")
     region = load_npy(path, "target region", ndim=2, kinds="iub")
-    if region.shape != scene.spatial_shape:
-        raise HsixaiError(f"{path}: target region: expected shape {scene.spatial_shape} (the cube's H x W), "
-                          f"found {region.shape}")
+    check_mask_shape(region, scene.spatial_shape, f"{path}: target region")
     values = set(np.unique(region).tolist())
     if values != {0, 1}:
         raise HsixaiError(f"{path}: target region: expected both 0 (source) and 1 (target), found values "
@@ -149,7 +148,7 @@ def source_range(scene: RawScene, kept: np.ndarray) -> np.ndarray:
     with BandReader(scene.cube) as reader:
         for i, b in enumerate(kept):
             band = reader.read(int(b))
-            _check_finite(band, int(b), scene)
+            check_finite(band, f"{scene.cube.path}: band {int(b)}")
             out[:, i] = band.min(), band.max()
     return out
 
@@ -162,15 +161,10 @@ def scaled_cube(scene: RawScene, kept: np.ndarray, band_range: np.ndarray) -> np
     with BandReader(scene.cube) as reader:
         for i, b in enumerate(kept):
             band = reader.read(int(b)).astype(np.float32)
-            _check_finite(band, int(b), scene)
+            check_finite(band, f"{scene.cube.path}: band {int(b)}")
             cube[i] = (band - lo[i]) / span[i] if hi[i] > lo[i] else 0.0
     return cube
 
-
-def _check_finite(band: np.ndarray, index: int, scene: RawScene) -> None:
-    if not np.isfinite(band).all():
-        raise HsixaiError(f"{scene.cube.path}: band {index} has {int((~np.isfinite(band)).sum())} NaN or Inf values; "
-                          f"expected finite values")
 
 
 # --------------------------------------------------------------------------- the stage

@@ -28,10 +28,12 @@ from numpy.lib import format as npy_format
 from tqdm import tqdm
 
 from .. import paths
+from ..checks import (check_array, check_cube, check_finite, check_finite_per_band, check_labels,
+                      check_labels_have_data, check_length, check_mask_shape, check_positive_finite, non_finite)
 from ..errors import HsixaiError
 from ..io import inspect_npy, staged_outputs, write_json
 from .georef import Georef, crs_string, from_rasterio, write_georef
-from .readers import check_labels_have_data, open_raw_scene
+from .readers import open_raw_scene
 
 log = logging.getLogger(__name__)
 
@@ -233,8 +235,7 @@ def read_wavelength_file(path: Path) -> np.ndarray:
         raise HsixaiError(f"{path}: wavelengths file not found")
     if path.suffix.lower() == ".npy":
         stored = _open_npy(path, "wavelengths")
-        if len(stored.shape) != 1:
-            raise HsixaiError(f"{path}: wavelengths: expected a 1-D array, found shape {stored.shape}")
+        check_array(stored, f"{path}: wavelengths", ndim=1)
         values = stored.read_all()
     else:
         try:
@@ -243,9 +244,7 @@ def read_wavelength_file(path: Path) -> np.ndarray:
         except (ValueError, UnicodeDecodeError) as exc:
             raise HsixaiError(f"{path}: wavelengths: expected numbers separated by spaces, commas or new lines "
                               f"({_one_line(exc)})") from None
-    if values.ndim != 1 or values.dtype.kind not in "fiu":
-        raise HsixaiError(f"{path}: wavelengths: expected a 1-D numeric array, "
-                          f"found shape {values.shape} {values.dtype}")
+    check_array(values, f"{path}: wavelengths", ndim=1, kinds="fiu")
     return to_nm(values, None, path)
 
 
@@ -601,9 +600,7 @@ def _prisma_detector(fh: Any, path: Path, swath: str, name: str) -> _Detector:
     dataset = fh.get(key)
     if not isinstance(dataset, h5py.Dataset):
         raise HsixaiError(f"{path}: not a PRISMA Level-2 product: dataset {key} not found")
-    if dataset.ndim != 3 or dataset.dtype.kind not in "iu":
-        raise HsixaiError(f"{path}: {key}: expected integer DN [rows, bands, columns], "
-                          f"found shape {dataset.shape} {dataset.dtype}")
+    check_cube(dataset, f"{path}: {key}", "[rows, bands, columns] of DN", kinds="iu")
     suffix = name.capitalize()  # Vnir, Swir
     cw = _prisma_vector(fh, f"List_Cw_{suffix}", path)
     fwhm = _prisma_vector(fh, f"List_Fwhm_{suffix}", path)
@@ -613,9 +610,7 @@ def _prisma_detector(fh: Any, path: Path, swath: str, name: str) -> _Detector:
                           f"List_Cw_{suffix}, List_Fwhm_{suffix} and List_Cw_{suffix}_Flags, found shape "
                           f"{dataset.shape} and {cw.size}, {fwhm.size}, {flags.size} values")
     used = np.flatnonzero((flags == 1) & (cw > 0))
-    if not (np.isfinite(fwhm[used]).all() and (fwhm[used] > 0).all()):
-        raise HsixaiError(f"{path}: List_Fwhm_{suffix}: expected positive band widths for the bands in use, "
-                          f"found {fwhm[used][~(fwhm[used] > 0)][:3].tolist()}")
+    check_positive_finite(fwhm[used], f"{path}: List_Fwhm_{suffix}", "band widths for the bands in use")
     low, high = (_prisma_number(fh, f"L2Scale{suffix}{end}", path) for end in ("Min", "Max"))
     if not high > low:
         raise HsixaiError(f"{path}: expected L2Scale{suffix}Max > L2Scale{suffix}Min, found {high:g} <= {low:g}")
@@ -633,8 +628,9 @@ def _prisma_attribute(fh: Any, name: str, path: Path) -> np.ndarray:
             value = value.astype(np.float64)
         except ValueError:
             raise HsixaiError(f"{path}: root attribute {name!r}: expected numbers, found {value!r}") from None
-    if value.dtype.kind not in "biuf" or not np.isfinite(value).all():
+    if value.dtype.kind not in "biuf":
         raise HsixaiError(f"{path}: root attribute {name!r}: expected finite numbers, found {value!r}")
+    check_finite(value, f"{path}: root attribute {name!r}")
     return value.astype(np.float64)
 
 
@@ -777,19 +773,14 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
 
     cube = open_stored(req.cube, "hyperspectral cube", req.var, ndim=3)
     try:
-        if len(cube.shape) != 3:
-            raise HsixaiError(f"{cube.path}: expected a 3-D cube, found shape {cube.shape}")
-        if cube.dtype.kind not in "fiu":
-            raise HsixaiError(f"{cube.path}: expected a numeric cube, found dtype {cube.dtype}")
+        check_cube(cube, str(cube.path))
         wavelengths = read_wavelength_file(req.wavelengths) if req.wavelengths else cube.wavelengths
         wl_source = req.wavelengths or cube.path
         band_axis = resolve_band_axis(cube, req.band_axis, train.shape,
                                       None if wavelengths is None else len(wavelengths))
         n_bands = cube.shape[band_axis]
         spatial = tuple(s for a, s in enumerate(cube.shape) if a != band_axis)
-        if spatial != train.shape:
-            raise HsixaiError(f"{req.train}: training mask: expected shape {spatial} (the cube's H x W), "
-                              f"found {train.shape}")
+        check_mask_shape(train, spatial, f"{req.train}: training mask")
         if wavelengths is not None:
             _check_wavelengths(wavelengths, n_bands, wl_source, cube.path)
         _check_same_grid(cube, train_grid, req.train, "training mask")
@@ -805,7 +796,7 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
             summary["nodata_pixels"] = 0 if nodata is None else int(nodata.sum())
             if nodata is not None:
                 for path, mask, what in ((req.train, train, "training mask"), (req.test, test, "test mask")):
-                    check_labels_have_data(mask, nodata, path, what)
+                    check_labels_have_data(mask, nodata, f"{path}: {what}")
                 np.save(stage / paths.RAW_NODATA, nodata)
             np.save(stage / paths.RAW_TRAIN, train)
             np.save(stage / paths.RAW_TEST, test)
@@ -860,18 +851,13 @@ def _class_count(req: ConvertRequest, train: np.ndarray, test: np.ndarray) -> in
     if req.n_classes < 1:
         raise HsixaiError(f"--classes: expected a positive number of classes, found {req.n_classes}")
     for path, mask, what in ((req.train, train, "training mask"), (req.test, test, "test mask")):
-        if mask.max(initial=0) > req.n_classes:
-            values = np.unique(mask[mask > req.n_classes])[:5].tolist()
-            raise HsixaiError(f"{path}: {what}: expected labels 0..{req.n_classes} (--classes), found {values}")
+        check_labels(mask, req.n_classes, f"{path}: {what}", "--classes")
     return req.n_classes
 
 
 def _check_wavelengths(wavelengths: np.ndarray, n_bands: int, source: Path, cube: Path) -> None:
-    if wavelengths.shape != (n_bands,):
-        raise HsixaiError(f"{source}: expected {n_bands} wavelengths (one per band of {cube.name}), "
-                          f"found {wavelengths.size}")
-    if not np.isfinite(wavelengths).all() or (wavelengths <= 0).any():
-        raise HsixaiError(f"{source}: expected positive finite wavelengths, found NaN, Inf or values <= 0")
+    check_length(wavelengths, n_bands, str(source), f"wavelengths (one per band of {cube.name})")
+    check_positive_finite(wavelengths, str(source), "wavelengths")
 
 
 def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_bytes: int) -> np.ndarray | None:
@@ -901,20 +887,15 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
                 raise HsixaiError(f"{cube.path}: cannot read rows {start}.. of the cube ({_one_line(exc)})") from None
             block = np.moveaxis(block, band_axis, 0)
             if dtype.kind == "f":
-                not_finite = ~np.isfinite(block)
+                empty = None
                 if nodata is not None:
                     empty = np.isnan(block).all(axis=0)  # [rows, W]
                     nodata[start:start + block.shape[1]] = empty
-                    not_finite &= ~empty
-                bad += not_finite.sum(axis=(1, 2))
+                bad += non_finite(block, ignore=empty).sum(axis=(1, 2))
             for b in range(n_bands):
                 fh.seek(offset + (b * height + start) * width * dtype.itemsize)
                 np.ascontiguousarray(block[b], dtype=dtype).tofile(fh)
-    if bad.any():
-        first = int(np.flatnonzero(bad)[0])
-        raise HsixaiError(f"{cube.path}: band {first} has {bad[first]} NaN or Inf values "
-                          f"({int((bad > 0).sum())} bands affected, {int(bad.sum())} values in all); "
-                          f"expected finite values")
+    check_finite_per_band(bad, str(cube.path))
     if nodata is not None and nodata.all():
         raise HsixaiError(f"{cube.path}: every pixel is fill (no data in any band); expected an acquisition")
     return nodata if nodata is not None and nodata.any() else None

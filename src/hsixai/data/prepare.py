@@ -29,6 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from .. import plots
+from ..checks import check_finite
 from ..config import Params
 from ..errors import HsixaiError
 from ..io import BandReader, NpyStreamWriter, staged_outputs, write_json
@@ -70,7 +71,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 NpyStreamWriter(files.cube, (len(kept), height, width), np.float32) as writer:
             for i, b in enumerate(tqdm(kept, desc="prepare: bands", unit="band", disable=not progress)):
                 band = reader.read(int(b)).astype(np.float32)
-                _check_finite(band, int(b), scene.cube.path, valid)
+                # Pixels without data may hold anything (NaN included): they are filled below.
+                check_finite(band, f"{scene.cube.path}: band {int(b)}", ignore=scene.nodata)
                 # Class means of the raw values: min-max scaling per band would distort the spectra's shape.
                 values = band.ravel()[labelled].astype(np.float64)
                 sums[:, i] = np.bincount(train_flat, weights=values, minlength=len(names))
@@ -129,13 +131,3 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                            figures.false_colour, f"False-colour composite ({height} x {width} px)")
     return meta
 
-
-def _check_finite(band: np.ndarray, index: int, path, valid: np.ndarray | None) -> None:
-    """NaN or Inf in a band is an error, except on pixels without data (`valid` False)."""
-    finite = np.isfinite(band)
-    if valid is not None:
-        finite |= ~valid
-    if not finite.all():
-        row, col = np.argwhere(~finite)[0]
-        raise HsixaiError(f"{path}: band {index} has {int((~finite).sum())} NaN or Inf values "
-                          f"(first at row {row}, column {col}); expected finite values")

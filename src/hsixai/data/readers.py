@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
+from ..checks import (check_cube, check_labels, check_labels_have_data, check_length, check_mask_shape,
+                      check_positive_finite)
 from ..errors import HsixaiError
 from ..io import NpyInfo, inspect_npy, load_npy
 from .georef import Georef, read_georef
@@ -52,12 +54,7 @@ def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
     if not directory.is_dir():
         raise HsixaiError(f"{directory}: raw data directory not found (data.raw_dir in params.yaml)")
     cube = inspect_npy(directory / paths.RAW_CUBE, "hyperspectral cube")
-    if len(cube.shape) != 3:
-        raise HsixaiError(f"{cube.path}: expected a 3-D cube [bands, H, W], found shape {cube.shape}")
-    if cube.dtype.kind not in "fiu":
-        raise HsixaiError(f"{cube.path}: expected a numeric cube, found dtype {cube.dtype}")
-    if min(cube.shape) < 1:
-        raise HsixaiError(f"{cube.path}: expected a non-empty cube, found shape {cube.shape}")
+    check_cube(cube, str(cube.path), "[bands, H, W]")
     spatial = cube.shape[1:]
     train = _load_mask(directory / paths.RAW_TRAIN, "training mask", spatial, n_classes)
     test = _load_mask(directory / paths.RAW_TEST, "test mask", spatial, n_classes)
@@ -65,11 +62,8 @@ def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
     wl_path = directory / paths.RAW_WAVELENGTHS
     if wl_path.exists():
         wavelengths = load_npy(wl_path, "wavelengths", ndim=1, kinds="fiu").astype(np.float32)
-        if wavelengths.shape[0] != cube.shape[0]:
-            raise HsixaiError(f"{wl_path}: expected {cube.shape[0]} wavelengths (one per band of {paths.RAW_CUBE}), "
-                              f"found {wavelengths.shape[0]}")
-        if not np.isfinite(wavelengths).all() or (wavelengths <= 0).any():
-            raise HsixaiError(f"{wl_path}: expected positive finite wavelengths in nm, found NaN, Inf or values <= 0")
+        check_length(wavelengths, cube.shape[0], str(wl_path), f"wavelengths (one per band of {paths.RAW_CUBE})")
+        check_positive_finite(wavelengths, str(wl_path), "wavelengths in nm")
         unit = "nm"
     else:
         log.warning("%s not found: figures will use band numbers instead of wavelengths", wl_path)
@@ -79,23 +73,15 @@ def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
     if nodata is not None:
         for path, mask, what in ((directory / paths.RAW_TRAIN, train, "training mask"),
                                  (directory / paths.RAW_TEST, test, "test mask")):
-            check_labels_have_data(mask, nodata, path, what)
+            check_labels_have_data(mask, nodata, f"{path}: {what}")
     return RawScene(directory, cube, train, test, wavelengths, unit, nodata, read_georef(directory, spatial))
-
-
-def check_labels_have_data(mask: np.ndarray, nodata: np.ndarray, path: Path, what: str) -> None:
-    """No labelled pixel where the acquisition has no data."""
-    bad = (mask > 0) & nodata
-    if bad.any():
-        row, col = np.argwhere(bad)[0]
-        raise HsixaiError(f"{path}: {what}: expected labels only where the cube has data, found {int(bad.sum())} "
-                          f"labelled pixels on no-data pixels (first at row {row}, column {col})")
 
 
 def _load_nodata(path: Path, spatial: tuple[int, ...]) -> np.ndarray | None:
     if not path.exists():
         return None
-    nodata = load_npy(path, "no-data mask", ndim=2, kinds="b", shape=tuple(spatial))
+    nodata = load_npy(path, "no-data mask", ndim=2, kinds="b")
+    check_mask_shape(nodata, spatial, f"{path}: no-data mask")
     if nodata.all():
         raise HsixaiError(f"{path}: no-data mask: every pixel is marked as having no data")
     return nodata
@@ -105,22 +91,14 @@ def _check_fwhm(path: Path, n_bands: int) -> None:
     if not path.exists():
         return
     fwhm = load_npy(path, "band widths (FWHM)", ndim=1, kinds="fiu")
-    if fwhm.shape[0] != n_bands:
-        raise HsixaiError(f"{path}: expected {n_bands} band widths (one per band of {paths.RAW_CUBE}), "
-                          f"found {fwhm.shape[0]}")
-    if not np.isfinite(fwhm).all() or (fwhm <= 0).any():
-        raise HsixaiError(f"{path}: expected positive finite band widths in nm, found NaN, Inf or values <= 0")
+    check_length(fwhm, n_bands, str(path), f"band widths (one per band of {paths.RAW_CUBE})")
+    check_positive_finite(fwhm, str(path), "band widths in nm")
 
 
 def _load_mask(path: Path, what: str, spatial: tuple[int, ...], n_classes: int) -> np.ndarray:
     mask = load_npy(path, what, ndim=2, kinds="iu")
-    if mask.shape != tuple(spatial):
-        raise HsixaiError(f"{path}: {what}: expected shape {tuple(spatial)} (the cube's H x W), found {mask.shape}")
-    bad = (mask < 0) | (mask > n_classes)
-    if bad.any():
-        values = np.unique(mask[bad])[:5].tolist()
-        raise HsixaiError(f"{path}: {what}: expected labels 0..{n_classes} (0 = unlabelled, "
-                          f"{n_classes} classes in data.class_names), found {values}")
+    check_mask_shape(mask, spatial, f"{path}: {what}")
+    check_labels(mask, n_classes, f"{path}: {what}", f"0 = unlabelled, {n_classes} classes in data.class_names")
     return mask.astype(np.int16)
 
 

@@ -315,13 +315,26 @@ def _summary(name: str, point: float, replicates: np.ndarray, centre: float, out
                   "replicates": [float(v) if np.isfinite(v) else None for v in replicates]}
 
 
-def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int | None = None) -> dict:
-    """Every score with its 95% interval, per class and overall.
+@dataclass(frozen=True)
+class ConsistencyScores:
+    """What `scores` computes: the metrics file's content and what the stage writes beside it.
 
-    Returns metrics/consistency.json's content, with the bootstrap file's
-    content under '_bootstrap' and the mean profiles [instances, classes,
-    bands] under '_mean_profiles'.
+    metrics: metrics/consistency.json's content, keys in the order written: every score with its 95% interval,
+        per class ("per_class") and overall.
+    bootstrap: per statistic {"estimate", "centre", "replicates" [replicates]}: the "statistics" of
+        metrics/consistency_bootstrap.json, for `hsixai select`'s paired differences.
+    mean_profiles: float64 [instances, classes, bands], each instance's mean normalised profile per class over the
+        samples it classifies correctly with a non-zero profile (NaN where it has none), for the profiles figure.
     """
+
+    metrics: dict
+    bootstrap: dict
+    mean_profiles: np.ndarray
+
+
+def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int | None = None) -> ConsistencyScores:
+    """Every score with its 95% interval, per class and overall (ConsistencyScores.metrics), with the bootstrap
+    replicates and the mean profiles."""
     n_inst, n_samples, n_bands = data.profiles.shape
     names = data.class_names
     plan = bootstrap_plan(data.labels, len(names), n_inst, replicates, seed)
@@ -440,9 +453,7 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int
             entry["radial_profile"] = [p if np.isfinite(p) else None for p, _ in shares]
             entry["radial_profile_ci"] = [basic_interval(p, reps, p) for p, reps in shares]
     result["per_class"] = per_class
-    result["_bootstrap"] = boot
-    result["_mean_profiles"] = mean_profiles
-    return result
+    return ConsistencyScores(result, boot, mean_profiles)
 
 
 # --------------------------------------------------------------------------- the stage
@@ -455,16 +466,16 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     if data.ring_mass.shape[2] != expected_rings:
         raise HsixaiError(f"{paths.profiles}: ring_mass has {data.ring_mass.shape[2]} rings, patch_size "
                           f"{params.patch_size} has {expected_rings} (re-run attribute)")
-    result = scores(data, params.xai.bootstrap, params.seed, params.patch_size)
-    mean_profiles = result.pop("_mean_profiles")
-    bootstrap = result.pop("_bootstrap")
+    computed = scores(data, params.xai.bootstrap, params.seed, params.patch_size)
+    result = computed.metrics
     with staged_outputs(paths.figures_dir("consistency"),
                         files=(paths.metrics("consistency"), paths.bootstrap_replicates)) as (figs, out, boot):
         write_json(out, result)
         figures = paths.figures("consistency", figs)
         write_json(boot, {"seed": params.seed, "replicates": params.xai.bootstrap, "instances": data.profiles.shape[0],
-                          "resamples_instances": result["bootstrap_resamples_instances"], "statistics": bootstrap})
-        plots.class_profiles(data.wavelengths, mean_profiles, data.class_names, figures.class_profiles,
+                          "resamples_instances": result["bootstrap_resamples_instances"],
+                          "statistics": computed.bootstrap})
+        plots.class_profiles(data.wavelengths, computed.mean_profiles, data.class_names, figures.class_profiles,
                              f"{params.model} p={params.patch_size}: mean normalised IG profile per class")
         plots.distance_heatmap(np.array(result["pairwise_divergence"]) if result.get("pairwise_divergence") else None,
                                figures.instance_distances,
