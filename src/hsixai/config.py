@@ -331,7 +331,8 @@ class AdaptConfig:
 
 MODEL_NAMES = ("cnn2d", "vit")
 # `hsixai select`'s criteria: a quantity and the direction that counts as better (docs/selection.md).
-# Every consistency quantity is reported in both directions whichever one selects.
+# Every consistency quantity is reported in both directions whichever one selects. SELECTION_QUANTITIES is
+# also the one list of headline consistency scores: `select` reports them, tracking logs them to MLflow.
 SELECTION_QUANTITIES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
 Criterion = Literal["max_consistency_jsdiv", "min_consistency_jsdiv", "max_consistency_instances",
                     "min_consistency_instances", "max_consistency_concordance", "min_consistency_concordance",

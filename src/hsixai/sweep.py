@@ -61,7 +61,7 @@ def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
         return
     # Created here, not through the server, so its artifacts stay plain files under mlartifacts/
     # that clients of the SQLite backend (select, make ui) can read too.
-    tracking.experiment_id(tracking.client(paths), experiment, paths)
+    tracking.ensure_experiment(paths, experiment)
     root = tracking.tracking_root(paths)
     port = _free_port()
     log_path = root.root / ".mlflow-server.log"
