@@ -32,6 +32,14 @@ class Paths:
     def params(self) -> Path:
         return self.root / "params.yaml"
 
+    @property
+    def settings_profiles_dir(self) -> Path:
+        """Settings profiles: overlays on params.yaml, e.g. the published experiments' (hsixai sweep --profile)."""
+        return self.root / "profiles"
+
+    def settings_profile(self, name: str) -> Path:
+        return self.settings_profiles_dir / f"{name}.yaml"
+
     def resolve(self, path: str | Path) -> Path:
         """A params path (relative to the repo root, or absolute) as an absolute path."""
         path = Path(path)

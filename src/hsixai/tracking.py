@@ -206,7 +206,7 @@ def log_selection(params: Params, paths: Paths, report: dict, files: list[Path])
 
 
 def ensure_experiment(paths: Paths, name: str) -> str:
-    """The id of MLflow experiment `name` on the project's tracking URI, created (artifacts under mlartifacts/) if new."""
+    """The id of MLflow experiment `name` on the project's tracking URI; created if new (artifacts: mlartifacts/)."""
     return experiment_id(client(paths), name, paths)
 
 
