@@ -60,9 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "sweep":
             command.add_argument("-j", "--jobs", type=int, default=None,
                                  help="parallel queue workers (default: sweep.jobs in params.yaml)")
-            command.add_argument("--published", action="store_true",
-                                 help="the published profile: patch sizes 5-21, 30 epochs, batch 256 (cnn2d) "
-                                      "or 8 (vit), 512 xAI samples per class (hours on a CPU)")
+            command.add_argument("--profile", default=None, metavar="NAME",
+                                 help="sweep a settings profile, profiles/NAME.yaml over params.yaml, e.g. "
+                                      "'published' (profiles/published.yaml: hours on a CPU)")
+            command.add_argument("--published", dest="profile", action="store_const", const="published",
+                                 help="the same as --profile published")
     _add_convert(sub)
     return parser
 
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             _convert(args)
             return 0
         params = load_params(args.params or paths.params)
-        extra = {"jobs": args.jobs, "published": args.published} if args.command == "sweep" else {}
+        extra = {"jobs": args.jobs, "profile": args.profile} if args.command == "sweep" else {}
         _stage_function(args.command)(params, paths, progress=not args.no_progress, **extra)
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)

@@ -6,10 +6,11 @@ before any work with a message that names the key and suggests the right one.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import types
 import typing
-from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -118,9 +119,8 @@ class SplitConfig:
 class XaiConfig:
     """Integrated Gradients on the xAI sample, and the consistency scores' bootstrap.
 
-    Defaults are the published settings (IG, zero baseline, 50 steps, inside a
-    NoiseTunnel with smoothgrad_sq, 10 samples, stdev 0.2) except the sample
-    size, which the published profile sets to 512 per class.
+    IG with a zero baseline inside a NoiseTunnel, as published; the published
+    profile's values are in profiles/published.yaml.
     """
 
     samples_per_class: int = 16
@@ -146,8 +146,7 @@ class XaiConfig:
 class TrainConfig:
     """Training of `instances` independently seeded models per (model, patch_size) point.
 
-    The defaults are a fast demo profile; the published profile is 30 epochs and
-    batch 256 for the CNN, 8 for the ViT (docs/pipeline.md, "Models and training").
+    The defaults are a fast demo profile; the published one is profiles/published.yaml.
     """
 
     epochs: int = 8
@@ -331,7 +330,8 @@ class AdaptConfig:
 
 MODEL_NAMES = ("cnn2d", "vit")
 # `hsixai select`'s criteria: a quantity and the direction that counts as better (docs/selection.md).
-# Every consistency quantity is reported in both directions whichever one selects.
+# Every consistency quantity is reported in both directions whichever one selects. SELECTION_QUANTITIES is
+# also the one list of headline consistency scores: `select` reports them, tracking logs them to MLflow.
 SELECTION_QUANTITIES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
 Criterion = Literal["max_consistency_jsdiv", "min_consistency_jsdiv", "max_consistency_instances",
                     "min_consistency_instances", "max_consistency_concordance", "min_consistency_concordance",
@@ -390,17 +390,66 @@ class Params:
 def load_params(path: str | Path) -> Params:
     """Read and validate params.yaml. Raises HsixaiError naming the key on any problem."""
     path = Path(path)
-    if not path.is_file():
-        raise HsixaiError(f"{path}: params file not found")
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise HsixaiError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
-    return params_from_dict(raw, source=str(path))
+    return params_from_dict(_read_yaml(path, "params file"), source=str(path))
 
 
 def params_from_dict(raw: Any, source: str = "params") -> Params:
     return _build(Params, raw, prefix="", source=source)
+
+
+PER_MODEL = "per_model"  # a profile's overlays for one model's points only
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A settings profile (profiles/<name>.yaml): an overlay on params.yaml, validated as params.yaml is.
+
+    Its top-level keys are params keys and replace params.yaml's; `per_model` maps a model name to a
+    further overlay for that model's points only (e.g. a batch size that differs between the models).
+    """
+
+    name: str
+    params: Params  # params.yaml with the profile's overlay
+    per_model: dict[str, Params]  # model -> params.yaml with the overlay and that model's own
+
+    def for_model(self, model: str) -> Params:
+        return self.per_model.get(model, self.params)
+
+
+def load_profile(path: str | Path, params: Params) -> Profile:
+    """The profile at `path` applied over `params` (params.yaml as loaded). Raises HsixaiError naming the key."""
+    path = Path(path)
+    raw = _read_yaml(path, "profile")
+    if not isinstance(raw, dict):
+        raise HsixaiError(f"{path}: top level: expected a mapping, found {type(raw).__name__}")
+    overlay = {k: v for k, v in raw.items() if k != PER_MODEL}
+    models = raw.get(PER_MODEL) or {}
+    if not isinstance(models, dict) or any(m not in MODEL_NAMES for m in models):
+        raise HsixaiError(f"{path}: {PER_MODEL}: expected a mapping from model names ({', '.join(MODEL_NAMES)}) "
+                          f"to params overlays, found {models!r}")
+    base = _overlay(asdict(params), overlay)
+    per_model = {model: params_from_dict(_overlay(base, own), source=f"{path}: {PER_MODEL}.{model}")
+                 for model, own in models.items()}
+    return Profile(path.stem, params_from_dict(base, source=str(path)), per_model)
+
+
+def _overlay(base: dict, overlay: Any) -> Any:
+    """`base` with `overlay`'s values, mappings merged key by key (neither argument is changed)."""
+    if not (isinstance(base, dict) and isinstance(overlay, dict)):
+        return copy.deepcopy(overlay)
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        merged[key] = _overlay(base[key], value) if key in base else copy.deepcopy(value)
+    return merged
+
+
+def _read_yaml(path: Path, what: str) -> Any:
+    if not path.is_file():
+        raise HsixaiError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise HsixaiError(f"{path}: not valid YAML ({exc})".replace("\n", " ")) from None
 
 
 def _check(ok: bool, key: str, expected: str, found: Any) -> None:

@@ -139,11 +139,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         mlrun.log_metrics({f"f1_test.{n}": v for n, v in summary["f1_per_class"].items()})
         mlrun.log_metrics(_finite({f"f1_test_leakfree.{n}": v for n, v in summary["f1_per_class_leakfree"].items()}))
         mlrun.log_metrics(_finite({f"leakage.{k}": v for k, v in summary["leakage"].items()}))
-        mlrun.log_metrics({"f1_macro_test": summary["f1_macro"], "oa_test": summary["oa"],
-                           "kappa_test": summary["kappa"]}, parent=True)
-        mlrun.log_metrics(_finite({"f1_macro_test_leakfree": summary["f1_macro_leakfree"],
-                                   "oa_test_leakfree": summary["oa_leakfree"],
-                                   "kappa_test_leakfree": summary["kappa_leakfree"]}), parent=True)
+        mlrun.log_metrics(_finite(tracking.headline_metrics("evaluate", summary)), to="both")
         for figure in (paths.figures("evaluate").confusion, paths.figures("evaluate").classification_map):
             mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("evaluate"))

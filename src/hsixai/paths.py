@@ -40,6 +40,18 @@ class Paths:
         """The params file as DVC names it (relative to the repo root), e.g. in `dvc exp show --json`."""
         return str(self.params.relative_to(self.root))
 
+    @property
+    def settings_profiles_dir(self) -> Path:
+        """Settings profiles: overlays on params.yaml, e.g. the published experiments' (hsixai sweep --profile)."""
+        return self.root / "profiles"
+
+    def settings_profile(self, name: str) -> Path:
+        return self.settings_profiles_dir / f"{name}.yaml"
+
+    def settings_profile_names(self) -> list[str]:
+        """The profiles there are, sorted (`hsixai sweep --profile NAME` takes one of these)."""
+        return sorted(p.stem for p in self.settings_profiles_dir.glob("*.yaml"))
+
     def resolve(self, path: str | Path) -> Path:
         """A params path (relative to the repo root, or absolute) as an absolute path."""
         path = Path(path)

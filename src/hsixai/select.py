@@ -42,7 +42,7 @@ import numpy as np
 from scipy import stats
 
 from . import plots, tracking
-from .config import CRITERIA, Params
+from .config import CRITERIA, SELECTION_QUANTITIES, Params
 from .errors import HsixaiError
 from .io import staged_outputs, write_json
 from .paths import Paths
@@ -53,18 +53,17 @@ TIE_RULE = ("order by the estimate in the criterion's direction; exact ties go t
             "the same order gives ranks, the pick, regret and the best test F1")
 TEST_F1 = "f1_macro_test_leakfree"  # what the checks judge by (issue 12: leak-free test pixels only)
 TEST_F1_ALL = "f1_macro_test"  # every test pixel: shown next to it, and checked too, labelled as such
-SCORES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
-# name in the report -> (metrics file stem, key in it)
+# name in the report -> (metrics file stem, key in it); the F1s and scores are named as on the MLflow parent run
 SCALARS = {
-    "f1_macro_val": ("train", "f1_macro_val"),
+    "f1_macro_val": tracking.HEADLINE_METRICS["f1_macro_val"],
     "f1_macro_val_std": ("train", "f1_macro_val_std"),
-    TEST_F1_ALL: ("evaluate", "f1_macro"),
+    TEST_F1_ALL: tracking.HEADLINE_METRICS[TEST_F1_ALL],
     f"{TEST_F1_ALL}_std": ("evaluate", "f1_macro_std"),
-    TEST_F1: ("evaluate", "f1_macro_leakfree"),
+    TEST_F1: tracking.HEADLINE_METRICS[TEST_F1],
     f"{TEST_F1}_std": ("evaluate", "f1_macro_leakfree_std"),
     "n_test_leakfree": ("evaluate", "n_test_leakfree"),
-    **{key: ("consistency", key) for key in SCORES},
-    **{f"{key}_ci": ("consistency", f"{key}_ci") for key in SCORES},
+    **{key: ("consistency", key) for key in SELECTION_QUANTITIES},
+    **{f"{key}_ci": ("consistency", f"{key}_ci") for key in SELECTION_QUANTITIES},
     "centre_share_uniform": ("consistency", "centre_share_uniform"),
     "instances": ("consistency", "instances"),
 }

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Iterator
 
 from . import select, tracking
-from .config import Params
+from .config import Params, Profile, load_profile
 from .errors import HsixaiError
 from .paths import Paths
 
@@ -61,7 +61,7 @@ def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
         return
     # Created here, not through the server, so its artifacts stay plain files under mlartifacts/
     # that clients of the SQLite backend (select, make ui) can read too.
-    tracking.experiment_id(tracking.client(paths), experiment, paths)
+    tracking.ensure_experiment(paths, experiment)
     root = tracking.tracking_root(paths)
     port = _free_port()
     log_path = root.mlflow_server_log
@@ -113,39 +113,56 @@ def _queue_states(names: list[str], root: Path, env: dict[str, str]) -> dict[str
     return states
 
 
-# The profile of the published experiments (docs/pipeline.md, "Models and training").
-PUBLISHED_PATCH_SIZES = list(range(5, 22, 2))
-PUBLISHED_BATCH = {"cnn2d": 256, "vit": 8}  # and both models, whatever sweep.models says
-# Its split's buffer: the radius of its own largest patch, as split.buffer "auto" gives a params sweep.
-PUBLISHED_BUFFER = max(PUBLISHED_PATCH_SIZES) // 2
+def load_named_profile(paths: Paths, name: str, params: Params) -> Profile:
+    """profiles/<name>.yaml applied over `params`; an unknown name is a one-line error listing the profiles."""
+    path = paths.settings_profile(name)
+    if not path.is_file():
+        known = paths.settings_profile_names()
+        raise HsixaiError(f"--profile: expected one of {', '.join(known) or 'no profiles'} "
+                          f"(files in {paths.settings_profiles_dir}), found {name!r}")
+    return load_profile(path, params)
 
 
-def points(params: Params, published: bool = False) -> list[tuple[str, int, dict]]:
-    """(model, patch_size, extra params set on that experiment) for every point of the sweep."""
-    sizes = PUBLISHED_PATCH_SIZES if published else params.sweep.patch_sizes
-    out = []
-    models = list(PUBLISHED_BATCH) if published else params.sweep.models
-    for model, patch in product(models, sizes):
-        extra = {"train.epochs": 30, "train.batch_size": PUBLISHED_BATCH[model],
-                 "train.max_batches_per_epoch": 0,
-                 "xai.samples_per_class": 512, "xai.n_steps": 50, "xai.nt_samples": 10, "evaluate.map_stride": 1,
-                 "split.buffer": PUBLISHED_BUFFER} if published else {}
-        out.append((model, patch, extra))
-    return out
+def points(params: Params, profile: Profile | None = None) -> list[tuple[str, int, dict]]:
+    """(model, patch_size, extra params set on that experiment) for every point of the sweep.
+
+    Without a profile the points are params.yaml's sweep and set nothing; with one, the profile's sweep, each
+    point setting whatever its (per-model) profile params change from params.yaml.
+    """
+    swept = profile.params if profile else params
+    return [(model, patch, point_settings(params, profile.for_model(model) if profile else params))
+            for model, patch in product(swept.sweep.models, swept.sweep.patch_sizes)]
+
+
+def point_settings(workspace: Params, point: Params) -> dict:
+    """The flat params an experiment sets (dvc exp run -S) over the workspace's params.yaml to run with `point`'s."""
+    here = tracking.flat_params(workspace)
+    settings = {k: v for k, v in tracking.flat_params(point).items()
+                if k not in ("model", "patch_size") and not k.startswith("sweep.") and v != here.get(k)}
+    # An experiment keeps the workspace's sweep.* keys, against which its split.buffer "auto" would resolve:
+    # it gets the buffer that the point's own sweep resolves to.
+    if point.split_buffer != point.split.resolve_buffer(workspace.sweep.patch_sizes):
+        settings["split.buffer"] = point.split_buffer
+    return settings
 
 
 def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None,
-        published: bool = False) -> dict:
-    """Queue the missing points, run the queue, wait, report failures, then select over the whole grid."""
+        profile: str | None = None) -> dict:
+    """Queue the missing points, run the queue, wait, report failures, then select over the whole grid.
+
+    profile: the name of a settings profile (profiles/<name>.yaml) to sweep instead of params.yaml's points.
+    """
+    settings = load_named_profile(paths, profile, params) if profile else None
     root = paths.root
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
            **git_identity_env(root)}
-    jobs = jobs or params.sweep.jobs
+    swept = settings.params if settings else params  # the sweep's own settings: jobs, criterion
+    jobs = jobs or swept.sweep.jobs
     # Parallel workers share the cores: more threads per worker than that only thrash.
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
     env.setdefault("OMP_NUM_THREADS", threads)
     env.setdefault("MKL_NUM_THREADS", threads)
-    everything = points(params, published)
+    everything = points(params, settings)
     existing = select.experiments(paths, env)
     current = tracking.flat_params(params)
     expected = [{**current, "model": m, "patch_size": p, **extra} for m, p, extra in everything]
@@ -156,7 +173,7 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     failed: dict[str, str] = {}
     queued: dict[str, dict] = {}  # experiment name -> its point's params
     if todo:
-        with mlflow_server(paths, params.tracking.experiment) as uri:
+        with mlflow_server(paths, swept.tracking.experiment) as uri:
             env["MLFLOW_TRACKING_URI"] = uri
             names = []
             for model, patch, extra in todo:
@@ -174,7 +191,7 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     if failed:  # said before the selection is written, which marks these points missing
         print(f"sweep: {len(failed)} of {len(todo)} experiments failed ({', '.join(failed)}); the selection "
               f"below is incomplete", file=sys.stderr, flush=True)
-    report = select.run(params, paths, progress, env=env, expected=expected,
+    report = select.run(swept, paths, progress, env=env, expected=expected,
                         failed={name: queued[name] for name in failed})
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")

@@ -17,9 +17,9 @@ import subprocess
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal, Sequence
 
-from .config import Params
+from .config import SELECTION_QUANTITIES, Params
 from .paths import Paths
 
 
@@ -28,6 +28,21 @@ from .paths import Paths
 PROCESS_START = time.monotonic()
 
 PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
+
+# An experiment's headline numbers on its parent run: MLflow name -> (metrics file stem, key in that file).
+# The consistency scores (SELECTION_QUANTITIES, with their intervals) come through consistency_metrics.
+HEADLINE_METRICS = {
+    "f1_macro_val": ("train", "f1_macro_val"),
+    "f1_macro_test": ("evaluate", "f1_macro"),
+    "oa_test": ("evaluate", "oa"),
+    "kappa_test": ("evaluate", "kappa"),
+    "f1_macro_test_leakfree": ("evaluate", "f1_macro_leakfree"),
+    "oa_test_leakfree": ("evaluate", "oa_leakfree"),
+    "kappa_test_leakfree": ("evaluate", "kappa_leakfree"),
+}
+
+# Which run a metric goes to: the stage's own, the experiment's parent, or both.
+Target = Literal["run", "parent", "both"]
 
 
 def tracking_root(paths: Paths) -> Paths:
@@ -92,17 +107,28 @@ class StageRun:
         for start in range(0, len(items), 100):
             self.client.log_batch(self.run_id, params=items[start:start + 100])
 
-    def log_metrics(self, values: dict[str, float], step: int | None = None, parent: bool = False,
-                    only_parent: bool = False) -> None:
-        """Numbers on this run (with `step` for curves) and, with parent=True, on the parent run too."""
+    def log_metrics(self, values: dict[str, float], step: int | None = None, to: Target = "run") -> None:
+        """Numbers (with `step` for curves) on this run, on the experiment's parent run, or on both."""
+        from mlflow.entities import Metric
+
+        if to not in ("run", "parent", "both"):
+            raise ValueError(f"log_metrics: to must be 'run', 'parent' or 'both', not {to!r}")
+        now = int(time.time() * 1000)
+        metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
+        if to in ("run", "both"):
+            self.client.log_batch(self.run_id, metrics=metrics)
+        if to in ("parent", "both"):
+            self.client.log_batch(self.parent_id, metrics=metrics)
+
+    def log_curves(self, curves: dict[str, Sequence[float]]) -> None:
+        """Each named curve's values at steps 1, 2, ... on this run, one MLflow call per 1000 points."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step or 0) for k, v in values.items()]
-        if not only_parent:
-            self.client.log_batch(self.run_id, metrics=metrics)
-        if parent:
-            self.client.log_batch(self.parent_id, metrics=metrics)
+        points = [Metric(name, value, now, step) for name, values in curves.items()
+                  for step, value in enumerate(values, start=1)]
+        for start in range(0, len(points), 1000):
+            self.client.log_batch(self.run_id, metrics=points[start:start + 1000])
 
     def log_experiment_summary(self) -> None:
         """Copy the experiment's headline numbers from the metrics files onto the parent run.
@@ -110,20 +136,15 @@ class StageRun:
         The last stage calls this, so a parent run made when only later stages
         re-ran (e.g. after an xAI params change) still shows every score.
         """
-        wanted = {"train": {"f1_macro_val": "f1_macro_val"},
-                  "evaluate": {"f1_macro": "f1_macro_test", "oa": "oa_test", "kappa": "kappa_test",
-                               "f1_macro_leakfree": "f1_macro_test_leakfree", "oa_leakfree": "oa_test_leakfree",
-                               "kappa_leakfree": "kappa_test_leakfree"}}
         values = {}
-        for stage, keys in wanted.items():
+        for stage in dict.fromkeys(stem for stem, _ in HEADLINE_METRICS.values()):
             path = self.paths.metrics(stage)
             if path.is_file():
-                metrics = json.loads(path.read_text())
-                values.update({name: metrics[key] for key, name in keys.items() if metrics.get(key) is not None})
+                values.update(headline_metrics(stage, json.loads(path.read_text())))
         path = self.paths.metrics("consistency")
         if path.is_file():  # every score with its interval, and the centre share with its radial profile
             values.update(consistency_metrics(json.loads(path.read_text())))
-        self.log_metrics(values, parent=True, only_parent=True)
+        self.log_metrics(values, to="parent")
 
     def log_figure(self, path: Path) -> None:
         self.client.log_artifact(self.run_id, str(path), artifact_path="figures")
@@ -138,13 +159,16 @@ class StageRun:
             self.client.set_tag(self.run_id, f"output.{f.relative_to(self.paths.root)}", file_md5(f))
 
 
-CONSISTENCY_SCORES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
+def headline_metrics(stage: str, result: dict) -> dict[str, float]:
+    """The headline numbers of one stage's metrics file (HEADLINE_METRICS), named as on the parent run."""
+    return {name: result[key] for name, (stem, key) in HEADLINE_METRICS.items()
+            if stem == stage and result.get(key) is not None}
 
 
 def consistency_metrics(result: dict) -> dict[str, float]:
     """metrics/consistency.json's numbers as MLflow metrics: each score, its interval, the radial profile."""
     values: dict[str, float] = {}
-    for key in (*CONSISTENCY_SCORES, "consistency_instances_plugin", "centre_share_uniform"):
+    for key in (*SELECTION_QUANTITIES, "consistency_instances_plugin", "centre_share_uniform"):
         if result.get(key) is not None:
             values[key] = result[key]
         if result.get(f"{key}_ci"):
@@ -179,6 +203,11 @@ def log_selection(params: Params, paths: Paths, report: dict, files: list[Path])
     for path in files:
         mlflow_client.log_artifact(run.info.run_id, str(path))
     mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+
+
+def ensure_experiment(paths: Paths, name: str) -> str:
+    """The id of MLflow experiment `name` on the project's tracking URI; created if new (artifacts: mlartifacts/)."""
+    return experiment_id(client(paths), name, paths)
 
 
 def client(paths: Paths) -> Any:

@@ -214,7 +214,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                                   f"{params.model}, patch {params.patch_size}")
             write_json(metrics_file, summary)
         mlrun.log_metrics({f"instance{i}.train_time_s": r.seconds for i, r in enumerate(results)})
-        mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": sum(r.seconds for r in results)}, parent=True)
+        mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": sum(r.seconds for r in results)}, to="both")
         mlrun.log_figure(paths.figures("train").training_curves)
         mlrun.log_output(paths.models_dir)
     if ranks.world > 1:

@@ -12,7 +12,7 @@ from hsixai.data.split import buffer_dev, random_stratified_split, spatial_split
 from hsixai.errors import HsixaiError
 from hsixai.leakage import drop_near, min_distance_to, near, patch_leakage
 from hsixai.paths import Paths
-from hsixai.sweep import PUBLISHED_PATCH_SIZES, points
+from hsixai.sweep import points
 
 from ..conftest import TINY_BUFFER, TINY_TRAIN, tiny_params
 
@@ -165,14 +165,17 @@ def test_bad_buffer_names_the_parameter(value, fragment):
     assert "split.buffer" in str(err.value) and fragment in str(err.value) and "\n" not in str(err.value)
 
 
-def test_published_sweep_gets_the_buffer_of_its_largest_patch():
-    published = points(params_from_dict({}), published=True)
-    for model, patch, extra in published:
+def test_a_profile_sweep_gets_the_buffer_of_its_largest_patch(tmp_path):
+    """A profile whose sweep has larger patches than params.yaml's pins its resolved buffer on every experiment."""
+    from hsixai.config import load_profile
+
+    (tmp_path / "big.yaml").write_text("sweep:\n  patch_sizes: [5, 13, 21]\n")
+    workspace = params_from_dict({})
+    for model, patch, extra in points(workspace, load_profile(tmp_path / "big.yaml", workspace)):
         resolved = params_from_dict({"model": model, "patch_size": patch, "split": {"buffer": extra["split.buffer"]}})
-        assert resolved.split_buffer == max(PUBLISHED_PATCH_SIZES) // 2 == 10
+        assert resolved.split_buffer == 21 // 2 == 10
         assert patch // 2 <= resolved.split_buffer
     assert all("split.buffer" not in extra for _, _, extra in points(params_from_dict({})))
-
 
 # --------------------------------------------------------------------------- the split stage on the tiny scene
 def _split_again(root, **overrides):

@@ -224,19 +224,3 @@ def test_a_key_missing_from_the_params_file_matches_its_code_default():
     done = Experiment(name="e", rev="r", timestamp="", params=recorded, metrics={})
     assert has_experiment([done], wanted)
     assert not has_experiment([done], {**wanted, "adapt.shadow_synthetic.shadow_fraction": 0.3})
-
-
-def test_published_points_set_the_published_profile():
-    from hsixai.config import params_from_dict
-    from hsixai.sweep import points
-
-    published = points(params_from_dict({}), published=True)
-    assert len(published) == 2 * 9 and {p for _, p, _ in published} == set(range(5, 22, 2))
-    assert all(extra["train.epochs"] == 30 and extra["xai.samples_per_class"] == 512 for _, _, extra in published)
-    # the demo profile's shortcuts are undone: every batch, the published IG, the whole map
-    assert all(extra["train.max_batches_per_epoch"] == 0 and (extra["xai.n_steps"], extra["xai.nt_samples"]) == (50, 10)
-               and extra["evaluate.map_stride"] == 1 for _, _, extra in published)
-    only_cnn = params_from_dict({"sweep": {"models": ["cnn2d"]}})
-    assert {m for m, _, _ in points(only_cnn, published=True)} == {"cnn2d", "vit"}
-    assert {m: extra["train.batch_size"] for m, _, extra in published} == {"cnn2d": 256, "vit": 8}
-    assert all(extra == {} for _, _, extra in points(params_from_dict({})))

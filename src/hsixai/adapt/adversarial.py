@@ -17,7 +17,6 @@ stopping rule fired).
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict
 
 import numpy as np
@@ -64,7 +63,8 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         write_json(metrics, summary)
     with tracking.stage_run("adapt", params, paths, experiment=EXPERIMENT) as mlrun:
         mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in LOGGED_PARAMS})
-        _log_curves(mlrun, records)
+        mlrun.log_curves({f"{pair}.{r.arm}.seed{r.seed}.{key}": getattr(r, key)
+                          for pair, rs in records.items() for r in rs for key in ("loss_d", "loss_t")})
         seconds = {f"{pair}.seconds_per_iteration.{arm}": float(np.mean(
             [r.seconds / max(r.iterations, 1) for r in rs if r.arm == arm])) for pair, rs in records.items()
             for arm in arms(params) if arm != "adabn"}
@@ -78,15 +78,3 @@ def _public(record: RunRecord) -> dict:
     out = asdict(record)
     out.pop("seconds")
     return out
-
-
-def _log_curves(mlrun: tracking.StageRun, records: dict[str, list[RunRecord]]) -> None:
-    """Every mean-loss curve, batched: one MLflow call per 1000 points rather than one per point."""
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    points = [Metric(f"{pair}.{r.arm}.seed{r.seed}.{key}", value, now, step)
-              for pair, rs in records.items() for r in rs for key in ("loss_d", "loss_t")
-              for step, value in enumerate(getattr(r, key), start=1)]
-    for start in range(0, len(points), 1000):
-        mlrun.client.log_batch(mlrun.run_id, metrics=points[start:start + 1000])

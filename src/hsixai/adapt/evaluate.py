@@ -162,7 +162,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             mlrun.log_metrics({f"{pair}.{arm}.{variant}.{key}": result["arms"][arm][variant][key]
                                for arm in evaluated_arms(params) for variant in VARIANTS for key in KEYS})
             mlrun.log_metrics({f"{pair}.target_f1_macro.{arm}": v for arm, v in result["f1_macro"].items()},
-                              parent=True)
+                              to="both")
         for figure in paths.figures("adapt").drawn():
             mlrun.log_figure(figure)
         mlrun.log_output(paths.metrics("adapt"))

@@ -104,7 +104,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                           ("pairs", "pretrain_steps", "pretrain_patience", "pretrain_lr", "tile", "seeds",
                            "feature_map")})
         mlrun.log_metrics({f"{pair}.source_f1_macro_val": s["f1_macro_val"] for pair, s in summary.items()},
-                          parent=True)
-        mlrun.log_metrics({"pretrain_time_s": sum(seconds)}, parent=True)
+                          to="both")
+        mlrun.log_metrics({"pretrain_time_s": sum(seconds)}, to="both")
         mlrun.log_output(paths.adapt_source_models)
     return summary
