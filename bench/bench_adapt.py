@@ -16,11 +16,10 @@ bench/adapt.json.
 from __future__ import annotations
 
 import torch
-
 from common import alternate, figure, options, save
 
-from hsixai.adapt.training import Adaptation
 from hsixai.adapt.models import Segmenter
+from hsixai.adapt.training import Adaptation
 from hsixai.config import AdaptConfig
 
 BANDS, K = 174, 6
@@ -32,10 +31,11 @@ def job(source_side: int, target_side: int, tile: int, device: str) -> Adaptatio
     x_t = torch.rand(1, BANDS, target_side, target_side, device=device)
     y_s = torch.randint(-1, K, (source_side, source_side), device=device)
     few = torch.full((target_side, target_side), -1, device=device)
-    idx = torch.randperm(target_side * target_side, device=device)[:10 * K]
+    idx = torch.randperm(target_side * target_side, device=device)[: 10 * K]
     few.view(-1)[idx] = torch.arange(10 * K, device=device) % K  # 10 labelled target pixels per class
-    return Adaptation(Segmenter(BANDS, K).to(device), "kplus1_attention", AdaptConfig(tile=tile), K, 0,
-                      x_s, y_s, x_t, few)
+    return Adaptation(
+        Segmenter(BANDS, K).to(device), "kplus1_attention", AdaptConfig(tile=tile), K, 0, x_s, y_s, x_t, few
+    )
 
 
 def naive(j: Adaptation):
@@ -44,7 +44,7 @@ def naive(j: Adaptation):
 
     def recomputing(f_t, pixels, f_s, y_s):
         with torch.no_grad():
-            f_s = j.source.features(j.x_s[..., :f_s.shape[-2], :f_s.shape[-1]])  # a window of the same size
+            f_s = j.source.features(j.x_s[..., : f_s.shape[-2], : f_s.shape[-1]])  # a window of the same size
         return d_loss(f_t, pixels, f_s, y_s)
 
     j.adversary.d_loss = recomputing
@@ -54,21 +54,33 @@ def naive(j: Adaptation):
 def main() -> None:
     args = options(__doc__)
     # (source side, target side, tile); 0 = whole scenes.
-    cases = [(32, 32, 0), (96, 80, 0)] if args.quick else \
-        [(32, 32, 0), (64, 64, 0), (96, 80, 0), (96, 96, 0), (160, 96, 0), (160, 96, 32), (160, 96, 64)]
+    cases = (
+        [(32, 32, 0), (96, 80, 0)]
+        if args.quick
+        else [(32, 32, 0), (64, 64, 0), (96, 80, 0), (96, 96, 0), (160, 96, 0), (160, 96, 32), (160, 96, 64)]
+    )
     figures = []
     for source_side, target_side, tile in cases:
         ours = job(source_side, target_side, tile, args.device)
         base = job(source_side, target_side, tile, args.device)
-        times = alternate({"ours": ours.iteration, "naive": naive(base)}, repeats=1 if args.quick else 2,
-                          device=args.device)
+        times = alternate(
+            {"ours": ours.iteration, "naive": naive(base)}, repeats=1 if args.quick else 2, device=args.device
+        )
         where = f"source {source_side}^2, target {target_side}^2, " + (f"tiles {tile}^2" if tile else "whole scenes")
         name = f"iteration_s{source_side}_t{target_side}_" + (f"tile{tile}" if tile else "whole")
         figures.append(figure(name, times["ours"], "s", f"one adversarial iteration, {where}"))
-        figures.append(figure(f"{name}_speedup", times["naive"] / times["ours"], "x",
-                              "against recomputing the frozen source features in every D step"))
-        print(f"{where}: {times['ours']:.2f} s per iteration ({times['naive'] / times['ours']:.2f}x the naive one)",
-              flush=True)
+        figures.append(
+            figure(
+                f"{name}_speedup",
+                times["naive"] / times["ours"],
+                "x",
+                "against recomputing the frozen source features in every D step",
+            )
+        )
+        print(
+            f"{where}: {times['ours']:.2f} s per iteration ({times['naive'] / times['ours']:.2f}x the naive one)",
+            flush=True,
+        )
     save("adapt", {"figures": figures}, args.device)
 
 

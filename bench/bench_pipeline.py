@@ -21,7 +21,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from common import SCRATCH, figure, measure, options, save, write_params
 
 PRISMA = {"height": 1215, "width": 1091, "bands": 234}
@@ -52,11 +51,14 @@ def bounded_params(quick: bool, device: str, height: int, width: int) -> dict:
     (14 k train, 9 k dev), and every dev and test pixel costs a forward pass (on 2 loaded
     CPU cores, a few thousand patches/s). The cube itself is the full 234 x 1215 x 1091.
     """
-    return {"synthesize": {**PRISMA, "height": height, "width": width, "labelled_fraction": 0.05},
-            "model": "cnn2d", "patch_size": 5,
-            "train": {"epochs": 1, "max_batches_per_epoch": 4 if quick else 20, "instances": 2, "device": device},
-            "xai": {"samples_per_class": 1 if quick else 4},
-            "evaluate": {"map_stride": 32 if quick else 16}}
+    return {
+        "synthesize": {**PRISMA, "height": height, "width": width, "labelled_fraction": 0.05},
+        "model": "cnn2d",
+        "patch_size": 5,
+        "train": {"epochs": 1, "max_batches_per_epoch": 4 if quick else 20, "instances": 2, "device": device},
+        "xai": {"samples_per_class": 1 if quick else 4},
+        "evaluate": {"map_stride": 32 if quick else 16},
+    }
 
 
 def run_stages(root: Path) -> dict[str, dict]:
@@ -72,17 +74,25 @@ def run_stages(root: Path) -> dict[str, dict]:
 
 def figures_of(stages: dict[str, dict], params: dict, same: bool) -> list[dict]:
     t = params["train"]
-    bound = (f"cnn2d p=5, {t['instances']} instances x {t['max_batches_per_epoch']} batches of 64, "
-             f"{params['xai']['samples_per_class']} xAI samples/class, map 1 px per "
-             f"{params['evaluate']['map_stride']}^2, {params['synthesize']['labelled_fraction']:.0%} of parcels "
-             "labelled")
+    bound = (
+        f"cnn2d p=5, {t['instances']} instances x {t['max_batches_per_epoch']} batches of 64, "
+        f"{params['xai']['samples_per_class']} xAI samples/class, map 1 px per "
+        f"{params['evaluate']['map_stride']}^2, {params['synthesize']['labelled_fraction']:.0%} of parcels "
+        "labelled"
+    )
     out = []
     for stage, m in stages.items():
         out.append(figure(f"{stage}_wall_s", m["wall_s"], "s", bound if stage in STAGES[3:] else None))
         out.append(figure(f"{stage}_peak_rss_mb", m["peak_rss_mb"], "MB"))
     ours, naive = stages["prepare"], stages["prepare_naive"]
-    out.append(figure("prepare_peak_rss_naive_over_ours", naive["peak_rss_mb"] / ours["peak_rss_mb"], "x",
-                      f"straightforward in-memory prepare / ours; same output: {same}"))
+    out.append(
+        figure(
+            "prepare_peak_rss_naive_over_ours",
+            naive["peak_rss_mb"] / ours["peak_rss_mb"],
+            "x",
+            f"straightforward in-memory prepare / ours; same output: {same}",
+        )
+    )
     out.append(figure("prepare_wall_naive_over_ours", naive["wall_s"] / ours["wall_s"], "x"))
     peak = max(m["peak_rss_mb"] for s, m in stages.items() if s in STAGES)
     out.append(figure("max_stage_peak_rss_gib", peak / 1024, "GiB", f"limit {MEMORY_LIMIT_MB // 1024} GiB"))
@@ -90,8 +100,10 @@ def figures_of(stages: dict[str, dict], params: dict, same: bool) -> list[dict]:
 
 
 def main() -> None:
-    args = options(__doc__, lambda p: p.add_argument("--keep", action="store_true",
-                                                     help="keep the generated scene in bench/scratch"))
+    args = options(
+        __doc__,
+        lambda p: p.add_argument("--keep", action="store_true", help="keep the generated scene in bench/scratch"),
+    )
     height, width = (304, 273) if args.quick else (PRISMA["height"], PRISMA["width"])
     root = SCRATCH / f"pipeline-{args.device}"
     shutil.rmtree(root, ignore_errors=True)
@@ -102,13 +114,17 @@ def main() -> None:
     naive = np.load(root / "naive/cube.npy", mmap_mode="r")
     same = bool(np.allclose(ours[::17], naive[::17], atol=1e-6))
     peak = max(m["peak_rss_mb"] for s, m in stages.items() if s in STAGES)
-    result = {"figures": figures_of(stages, params, same),
-              "scene": [PRISMA["bands"], height, width],
-              "cube_gb": round(PRISMA["bands"] * height * width * 4 / 1e9, 3),
-              "params": params, "stages": stages, "prepare_same_output": same,
-              "every_stage_within_24_gib": peak <= MEMORY_LIMIT_MB,
-              "train_metrics": json.loads((root / "metrics/train.json").read_text()),
-              "n_test": json.loads((root / "metrics/evaluate.json").read_text())["n_test"]}
+    result = {
+        "figures": figures_of(stages, params, same),
+        "scene": [PRISMA["bands"], height, width],
+        "cube_gb": round(PRISMA["bands"] * height * width * 4 / 1e9, 3),
+        "params": params,
+        "stages": stages,
+        "prepare_same_output": same,
+        "every_stage_within_24_gib": peak <= MEMORY_LIMIT_MB,
+        "train_metrics": json.loads((root / "metrics/train.json").read_text()),
+        "n_test": json.loads((root / "metrics/evaluate.json").read_text())["n_test"],
+    }
     print(f"wrote {save('pipeline', result, args.device)}")
     if not args.keep:
         shutil.rmtree(root, ignore_errors=True)

@@ -19,7 +19,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-
 from bench_pipeline import PRISMA, naive_prepare
 from common import SCRATCH, figure, measure, options, save, write_params
 
@@ -50,11 +49,20 @@ def bench_size(height: int, width: int) -> dict:
     a, b = np.load(root / "data/prepared/cube.npy", mmap_mode="r"), np.load(root / "naive/cube.npy", mmap_mode="r")
     same = bool(np.allclose(a[::17], b[::17], atol=1e-6))
     shutil.rmtree(root, ignore_errors=True)
-    row = {"height": height, "width": width, "megapixels": round(height * width / 1e6, 3),
-           "cube_gb": round(PRISMA["bands"] * height * width * 4 / 1e9, 3), "ours": ours, "naive": naive,
-           "same_output": same}
-    print(f"prepare {height}x{width}: ours {ours['wall_s']} s {ours['peak_rss_mb']} MB, "
-          f"naive {naive['wall_s']} s {naive['peak_rss_mb']} MB", flush=True)
+    row = {
+        "height": height,
+        "width": width,
+        "megapixels": round(height * width / 1e6, 3),
+        "cube_gb": round(PRISMA["bands"] * height * width * 4 / 1e9, 3),
+        "ours": ours,
+        "naive": naive,
+        "same_output": same,
+    }
+    print(
+        f"prepare {height}x{width}: ours {ours['wall_s']} s {ours['peak_rss_mb']} MB, "
+        f"naive {naive['wall_s']} s {naive['peak_rss_mb']} MB",
+        flush=True,
+    )
     return row
 
 
@@ -63,14 +71,18 @@ def main() -> None:
     fractions = AREA_FRACTIONS[:1] if args.quick else AREA_FRACTIONS
     startup = measure([sys.executable, "-m", "hsixai.cli", "--help"], SCRATCH)
     sizes = [bench_size(*scene(f)) for f in fractions]
-    figures = [figure("command_startup_s", startup["wall_s"], "s", "hsixai --help: interpreter and imports"),
-               figure("command_startup_peak_rss_mb", startup["peak_rss_mb"], "MB")]
+    figures = [
+        figure("command_startup_s", startup["wall_s"], "s", "hsixai --help: interpreter and imports"),
+        figure("command_startup_peak_rss_mb", startup["peak_rss_mb"], "MB"),
+    ]
     for row in sizes:
         tag = f"{row['height']}x{row['width']}"
-        figures += [figure(f"prepare_wall_s_{tag}", row["ours"]["wall_s"], "s"),
-                    figure(f"prepare_peak_rss_mb_{tag}", row["ours"]["peak_rss_mb"], "MB"),
-                    figure(f"prepare_naive_wall_s_{tag}", row["naive"]["wall_s"], "s"),
-                    figure(f"prepare_naive_peak_rss_mb_{tag}", row["naive"]["peak_rss_mb"], "MB")]
+        figures += [
+            figure(f"prepare_wall_s_{tag}", row["ours"]["wall_s"], "s"),
+            figure(f"prepare_peak_rss_mb_{tag}", row["ours"]["peak_rss_mb"], "MB"),
+            figure(f"prepare_naive_wall_s_{tag}", row["naive"]["wall_s"], "s"),
+            figure(f"prepare_naive_peak_rss_mb_{tag}", row["naive"]["peak_rss_mb"], "MB"),
+        ]
     print(f"wrote {save('prepare', {'figures': figures, 'startup': startup, 'sizes': sizes}, args.device)}")
 
 

@@ -25,9 +25,8 @@ import time
 import numpy as np
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel
-from scipy.spatial.distance import jensenshannon
-
 from common import alternate, default_scene, figure, options, save
+from scipy.spatial.distance import jensenshannon
 
 from hsixai.config import XaiConfig
 from hsixai.data.patches import labelled_pixels, load_sampler
@@ -53,9 +52,16 @@ def straightforward_attribution(model, sampler, centres, targets, cfg: XaiConfig
     for k in torch.unique(targets):
         members = torch.nonzero(targets == k)[:, 0]
         for start in range(0, len(members), 4):
-            idx = members[start:start + 4]
-            a = tunnel.attribute(sampler.gather(centres[idx]), nt_type=cfg.nt_type, nt_samples=cfg.nt_samples,
-                                 stdevs=cfg.stdevs, baselines=0.0, target=int(k), n_steps=cfg.n_steps)
+            idx = members[start : start + 4]
+            a = tunnel.attribute(
+                sampler.gather(centres[idx]),
+                nt_type=cfg.nt_type,
+                nt_samples=cfg.nt_samples,
+                stdevs=cfg.stdevs,
+                baselines=0.0,
+                target=int(k),
+                n_steps=cfg.n_steps,
+            )
             out[idx.cpu().numpy()] = spectral_profiles(a.detach()).cpu().numpy()
     return out
 
@@ -67,8 +73,9 @@ def xai_sample(paths: Paths, sampler, per_class: int) -> tuple[torch.Tensor, tor
     return sampler.centres(rows[pick], cols[pick]), torch.from_numpy(labels[pick]).to(sampler.device)
 
 
-def bench_attribution(paths: Paths, name: str, p: int, per_class: int, repeats: int, device: str,
-                      with_naive: bool) -> dict:
+def bench_attribution(
+    paths: Paths, name: str, p: int, per_class: int, repeats: int, device: str, with_naive: bool
+) -> dict:
     """Samples/s of `attribute_instance` (params.yaml's IG settings) and, if asked, of the straightforward way."""
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, p, device)
     centres, targets = xai_sample(paths, sampler, per_class)
@@ -81,8 +88,14 @@ def bench_attribution(paths: Paths, name: str, p: int, per_class: int, repeats: 
         sides["naive"] = lambda: straightforward_attribution(model, sampler, centres, targets, cfg)
     attribute_instance(model, sampler, centres[:2], targets[:2], cfg, seed=0)  # warm-up, on little
     t = alternate(sides, repeats, device, warm_up=False)
-    row = {"model": name, "patch_size": p, "samples": n, "internal_batch_size": cfg.internal_batch_size,
-           "ours_samples_per_s": round(n / t["ours"], 3), "ours_s_per_sample": round(t["ours"] / n, 4)}
+    row = {
+        "model": name,
+        "patch_size": p,
+        "samples": n,
+        "internal_batch_size": cfg.internal_batch_size,
+        "ours_samples_per_s": round(n / t["ours"], 3),
+        "ours_s_per_sample": round(t["ours"] / n, 4),
+    }
     if with_naive:
         row.update(naive_samples_per_s=round(n / t["naive"], 3), speedup=round(t["naive"] / t["ours"], 2))
     return row
@@ -99,7 +112,7 @@ def naive_consistency(data: Profiles, replicates: int, seed: int) -> tuple[float
         values = []
         for i in range(n_inst):
             class_means = []
-            for k, idx in index_by_class.items():
+            for idx in index_by_class.values():
                 d = [jensenshannon(data.profiles[i, s], uniform, base=2) for s in idx if data.correct[i, s]]
                 class_means.append(np.mean(d))
             values.append(1 - np.mean(class_means))
@@ -109,7 +122,7 @@ def naive_consistency(data: Profiles, replicates: int, seed: int) -> tuple[float
         # 1 - half the triangular divergence between two instances' mean profiles, the squared
         # difference per band summed over pairs of distinct draws (s != t), over each pair's common samples
         per_class = []
-        for k, idx in index_by_class.items():
+        for idx in index_by_class.values():
             per_pair = []
             for i, j in itertools.combinations(range(n_inst), 2):
                 draws = [s for s in idx if data.correct[i, s] and data.correct[j, s]]
@@ -135,39 +148,79 @@ def bench_consistency(replicates: int, repeats: int) -> dict:
     rng = np.random.default_rng(0)
     n_inst, per_class, classes, bands = 2, 512, 6, 174
     labels = np.repeat(np.arange(classes), per_class)
-    data = Profiles(rng.random((n_inst, len(labels), bands)) ** 3, labels, rng.random((n_inst, len(labels))) > 0.1,
-                    np.linspace(400, 2500, bands), [f"c{k}" for k in range(classes)],
-                    rng.random((n_inst, len(labels), 3)))
+    data = Profiles(
+        rng.random((n_inst, len(labels), bands)) ** 3,
+        labels,
+        rng.random((n_inst, len(labels))) > 0.1,
+        np.linspace(400, 2500, bands),
+        [f"c{k}" for k in range(classes)],
+        rng.random((n_inst, len(labels), 3)),
+    )
     ours_t, naive_t = [], []
     for _ in range(repeats):
         ours_t.append(timed(lambda: scores(data, replicates, seed=0)))
     naive_t.append(timed(lambda: naive_consistency(data, replicates, seed=0)))  # once: it is slow
     ours = scores(data, replicates, seed=0).metrics
     naive_point = naive_consistency(data, 0, seed=0)
-    return {"samples": len(labels), "instances": n_inst, "bands": bands, "replicates": replicates,
-            "ours_s": round(statistics.median(ours_t), 3), "naive_s": round(naive_t[0], 2),
-            "speedup": round(naive_t[0] / statistics.median(ours_t), 1),
-            "same_point_estimates": bool(np.isclose(ours["consistency_jsdiv"], naive_point[0])
-                                         and np.isclose(ours["consistency_instances"], naive_point[1]))}
+    return {
+        "samples": len(labels),
+        "instances": n_inst,
+        "bands": bands,
+        "replicates": replicates,
+        "ours_s": round(statistics.median(ours_t), 3),
+        "naive_s": round(naive_t[0], 2),
+        "speedup": round(naive_t[0] / statistics.median(ours_t), 1),
+        "same_point_estimates": bool(
+            np.isclose(ours["consistency_jsdiv"], naive_point[0])
+            and np.isclose(ours["consistency_instances"], naive_point[1])
+        ),
+    }
 
 
 def figures_of(attribution: list[dict], consistency: dict) -> list[dict]:
     out = []
     for row in attribution:
         tag = f"{row['model']}_p{row['patch_size']}"
-        out.append(figure(f"attribution_samples_per_s_{tag}", row["ours_samples_per_s"], "samples/s",
-                          f"IG {XaiConfig().n_steps} steps x NoiseTunnel {XaiConfig().nt_samples}, all classes per "
-                          f"batch, internal_batch_size {row['internal_batch_size']}"))
+        out.append(
+            figure(
+                f"attribution_samples_per_s_{tag}",
+                row["ours_samples_per_s"],
+                "samples/s",
+                f"IG {XaiConfig().n_steps} steps x NoiseTunnel {XaiConfig().nt_samples}, all classes per "
+                f"batch, internal_batch_size {row['internal_batch_size']}",
+            )
+        )
         if "speedup" in row:
-            out += [figure(f"attribution_naive_samples_per_s_{tag}", row["naive_samples_per_s"], "samples/s",
-                           "one class at a time, batches of 4, no internal batching"),
-                    figure(f"attribution_speedup_{tag}", row["speedup"], "x")]
-    out += [figure("consistency_s", consistency["ours_s"], "s",
-                   f"{consistency['replicates']} bootstrap replicates, {consistency['samples']} samples x "
-                   f"{consistency['instances']} instances x {consistency['bands']} bands"),
-            figure("consistency_naive_s", consistency["naive_s"], "s", "per-sample loops (scipy jensenshannon, pairs of samples)"),
-            figure("consistency_speedup", consistency["speedup"], "x",
-                   f"same point estimates: {consistency['same_point_estimates']}")]
+            out += [
+                figure(
+                    f"attribution_naive_samples_per_s_{tag}",
+                    row["naive_samples_per_s"],
+                    "samples/s",
+                    "one class at a time, batches of 4, no internal batching",
+                ),
+                figure(f"attribution_speedup_{tag}", row["speedup"], "x"),
+            ]
+    out += [
+        figure(
+            "consistency_s",
+            consistency["ours_s"],
+            "s",
+            f"{consistency['replicates']} bootstrap replicates, {consistency['samples']} samples x "
+            f"{consistency['instances']} instances x {consistency['bands']} bands",
+        ),
+        figure(
+            "consistency_naive_s",
+            consistency["naive_s"],
+            "s",
+            "per-sample loops (scipy jensenshannon, pairs of samples)",
+        ),
+        figure(
+            "consistency_speedup",
+            consistency["speedup"],
+            "x",
+            f"same point estimates: {consistency['same_point_estimates']}",
+        ),
+    ]
     return out
 
 
@@ -182,17 +235,24 @@ def main() -> None:
         for p in sorted(compared + scaling):
             with_naive = p in compared
             # Outside the comparison only our side runs, on one sample per class: the growth with p is the point.
-            row = bench_attribution(paths, name, p, per_class if with_naive else 1, repeats if with_naive else 1,
-                                    args.device, with_naive)
+            row = bench_attribution(
+                paths, name, p, per_class if with_naive else 1, repeats if with_naive else 1, args.device, with_naive
+            )
             attribution.append(row)
             vs = f", {row['speedup']}x the straightforward {row['naive_samples_per_s']}" if with_naive else ""
             print(f"attribution {name} p={p:2d}: {row['ours_samples_per_s']} samples/s{vs}", flush=True)
     consistency = bench_consistency(25 if args.quick else 100, repeats)
     print(f"consistency: {consistency['speedup']}x ({consistency['naive_s']} s -> {consistency['ours_s']} s)")
-    ig = {k: getattr(XaiConfig(), k) for k in ("n_steps", "method", "nt_type", "nt_samples", "stdevs",
-                                               "internal_batch_size")}
-    result = {"figures": figures_of(attribution, consistency), "attribution": attribution,
-              "consistency": consistency, "ig": ig}
+    ig = {
+        k: getattr(XaiConfig(), k)
+        for k in ("n_steps", "method", "nt_type", "nt_samples", "stdevs", "internal_batch_size")
+    }
+    result = {
+        "figures": figures_of(attribution, consistency),
+        "attribution": attribution,
+        "consistency": consistency,
+        "ig": ig,
+    }
     print(f"wrote {save('xai', result, args.device)}")
     shutil.rmtree(root, ignore_errors=True)
 

@@ -17,8 +17,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 
@@ -47,8 +47,10 @@ def check_device(device: str) -> None:
     import torch
 
     if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit(f"bench: --device cuda: torch {torch.__version__} sees no CUDA device; "
-                         "the CUDA figures stay unmeasured (nothing written)")
+        raise SystemExit(
+            f"bench: --device cuda: torch {torch.__version__} sees no CUDA device; "
+            "the CUDA figures stay unmeasured (nothing written)"
+        )
 
 
 def sync(device: str) -> None:
@@ -59,8 +61,9 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def alternate(sides: dict[str, Callable[[], object]], repeats: int, device: str = "cpu",
-              warm_up: bool = True) -> dict[str, float]:
+def alternate(
+    sides: dict[str, Callable[[], object]], repeats: int, device: str = "cpu", warm_up: bool = True
+) -> dict[str, float]:
     """Median seconds per side over `repeats` rounds, the sides taking turns within each round.
 
     Taking turns means a load change on a shared machine hits every side alike, so the
@@ -92,13 +95,21 @@ def check_figures(figures: object, source: str) -> list[dict]:
     if not isinstance(figures, list) or not figures:
         raise ValueError(f"{source}: 'figures' must be a non-empty list")
     for i, f in enumerate(figures):
-        ok = (isinstance(f, dict) and isinstance(f.get("name"), str) and isinstance(f.get("unit"), str)
-              and isinstance(f.get("value"), (int, float)) and not isinstance(f.get("value"), bool)
-              and math.isfinite(f["value"]) and isinstance(f.get("detail", ""), str)
-              and set(f) <= {"name", "value", "unit", "detail"})
+        ok = (
+            isinstance(f, dict)
+            and isinstance(f.get("name"), str)
+            and isinstance(f.get("unit"), str)
+            and isinstance(f.get("value"), (int, float))
+            and not isinstance(f.get("value"), bool)
+            and math.isfinite(f["value"])
+            and isinstance(f.get("detail", ""), str)
+            and set(f) <= {"name", "value", "unit", "detail"}
+        )
         if not ok:
-            raise ValueError(f"{source}: figures[{i}] is not {{name: str, value: finite number, unit: str, "
-                             f"detail: str (optional)}}: {f!r}")
+            raise ValueError(
+                f"{source}: figures[{i}] is not {{name: str, value: finite number, unit: str, "
+                f"detail: str (optional)}}: {f!r}"
+            )
     return figures
 
 
@@ -118,10 +129,16 @@ def save(name: str, result: dict, device: str = "cpu") -> Path:
 def machine(device: str = "cpu") -> dict:
     import torch
 
-    facts = {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
-             "cpu_model": _cpu_model(), "memory_gb": _memory_gb(), "torch": torch.__version__,
-             "torch_threads": torch.get_num_threads(),
-             "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins, then sleeps)")}
+    facts = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "cpu_model": _cpu_model(),
+        "memory_gb": _memory_gb(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (libgomp spins, then sleeps)"),
+    }
     if device == "cuda":
         facts["gpu"] = torch.cuda.get_device_name()
     return facts
@@ -167,8 +184,14 @@ def measure(cmd: list[str], cwd: Path) -> dict:
     with tempfile.TemporaryFile() as log, tempfile.TemporaryDirectory() as tmp:
         usage_file = Path(tmp) / "usage.json"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-S", "-c", _LAUNCHER, str(usage_file), *cmd], cwd=cwd, env=env,
-                       stdout=log, stderr=subprocess.STDOUT, check=False)
+        subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, str(usage_file), *cmd],
+            cwd=cwd,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
         wall = time.perf_counter() - start
         usage = json.loads(usage_file.read_text()) if usage_file.exists() else {"exit": "not started"}
         if usage["exit"] != 0:

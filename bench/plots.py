@@ -12,9 +12,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib.ticker import NullFormatter  # noqa: E402
-
 from common import result_path  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
 STYLE = {"cnn2d": ("tab:blue", "o"), "vit": ("tab:orange", "s")}
 
@@ -37,8 +36,9 @@ def patch_scaling(train: dict, xai: dict, path: Path) -> Path:
     """Training and attribution time per sample against patch size, per model (log scale)."""
     fig, axes = plt.subplots(1, 2, figsize=(7.5, 2.9), sharex=True)
     for ax, rows, key, unit, title in (
-            (axes[0], train["training"], "ms_per_sample", "ms", "training (forward, backward, step)"),
-            (axes[1], xai["attribution"], "ours_s_per_sample", "s", "attribution (IG x NoiseTunnel)")):
+        (axes[0], train["training"], "ms_per_sample", "ms", "training (forward, backward, step)"),
+        (axes[1], xai["attribution"], "ours_s_per_sample", "s", "attribution (IG x NoiseTunnel)"),
+    ):
         for model, (colour, marker) in STYLE.items():
             points = sorted((r["patch_size"], r[key]) for r in rows if r["model"] == model)
             if points:
@@ -47,8 +47,9 @@ def patch_scaling(train: dict, xai: dict, path: Path) -> Path:
         ax.yaxis.set_minor_formatter(NullFormatter())  # minor labels on a short log axis overlap
         ax.grid(alpha=0.3, which="both")
     axes[0].legend(fontsize=8)
-    fig.suptitle(f"cost against patch size ({train['device']}, {train['machine']['torch_threads']} threads)",
-                 fontsize=10)
+    fig.suptitle(
+        f"cost against patch size ({train['device']}, {train['machine']['torch_threads']} threads)", fontsize=10
+    )
     return _save(fig, path)
 
 
@@ -68,8 +69,7 @@ def scene_scaling(prepare: dict, pipeline: dict | None, path: Path) -> Path:
         ax.set(xlabel="scene size (megapixels, 234 bands)", ylabel=label)
         ax.grid(alpha=0.3)
     axes[1].legend(fontsize=8)
-    fig.suptitle("prepare against scene size (the rightmost point is the full 1215 x 1091 PRISMA scene)",
-                 fontsize=10)
+    fig.suptitle("prepare against scene size (the rightmost point is the full 1215 x 1091 PRISMA scene)", fontsize=10)
     return _save(fig, path)
 
 

@@ -22,7 +22,7 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -52,8 +52,11 @@ def run_one(script: Path, device: str, quick: bool, out: Path) -> dict:
     """Run one benchmark script; its figures, wall time, load average around it, and any failure."""
     name = script.stem.removeprefix("bench_")
     cmd = [sys.executable, str(script), "--device", device] + (["--quick"] if quick else [])
-    env = {**os.environ, "HSIXAI_BENCH_OUT": str(out),
-           "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    env = {
+        **os.environ,
+        "HSIXAI_BENCH_OUT": str(out),
+        "PYTHONPATH": os.pathsep.join([str(BENCH), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
+    }
     entry = {"name": name, "script": _shown(script), "date": _now(), "load_average_start": load_average()}
     print(f"== {script.name}", flush=True)
     start = time.perf_counter()
@@ -78,12 +81,29 @@ def run_one(script: Path, device: str, quick: bool, out: Path) -> dict:
     return entry
 
 
-def aggregate(entries: list[dict], command: str, device: str, quick: bool, started: str, wall_s: float,
-              load: tuple[list[float], list[float]]) -> dict:
+def aggregate(
+    entries: list[dict],
+    command: str,
+    device: str,
+    quick: bool,
+    started: str,
+    wall_s: float,
+    load: tuple[list[float], list[float]],
+) -> dict:
     figures = [{"benchmark": e["name"], **f} for e in entries for f in e["figures"]]
-    return {"command": command, "date": started, "device": device, "quick": quick, "wall_s": round(wall_s, 1),
-            "machine": machine(device), "load_average_start": load[0], "load_average_end": load[1],
-            "all_ok": all(e["status"] == "ok" for e in entries), "benchmarks": entries, "figures": figures}
+    return {
+        "command": command,
+        "date": started,
+        "device": device,
+        "quick": quick,
+        "wall_s": round(wall_s, 1),
+        "machine": machine(device),
+        "load_average_start": load[0],
+        "load_average_end": load[1],
+        "all_ok": all(e["status"] == "ok" for e in entries),
+        "benchmarks": entries,
+        "figures": figures,
+    }
 
 
 def kept_entries(previous: Path, entries: list[dict]) -> list[dict]:
@@ -97,22 +117,30 @@ def kept_entries(previous: Path, entries: list[dict]) -> list[dict]:
 
 def markdown(results: dict) -> str:
     m = results["machine"]
-    lines = [f"# Benchmark results ({results['device']}{', quick' if results['quick'] else ''})", "",
-             f"`{results['command']}` on {results['date']}: {results['wall_s']} s in all. "
-             f"{m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GiB, torch {m['torch']} with "
-             f"{m['torch_threads']} threads{', GPU ' + m['gpu'] if 'gpu' in m else ''}, "
-             f"OMP_WAIT_POLICY {m['omp_wait_policy']}. Load average (1, 5, 15 min) "
-             f"{results['load_average_start']} at the start, {results['load_average_end']} at the end: the machine "
-             "is shared, so compare the ratios (both sides measured in turns in one process), not absolute times.", ""]
+    lines = [
+        f"# Benchmark results ({results['device']}{', quick' if results['quick'] else ''})",
+        "",
+        f"`{results['command']}` on {results['date']}: {results['wall_s']} s in all. "
+        f"{m['cpus']} CPUs ({m['cpu_model']}), {m['memory_gb']} GiB, torch {m['torch']} with "
+        f"{m['torch_threads']} threads{', GPU ' + m['gpu'] if 'gpu' in m else ''}, "
+        f"OMP_WAIT_POLICY {m['omp_wait_policy']}. Load average (1, 5, 15 min) "
+        f"{results['load_average_start']} at the start, {results['load_average_end']} at the end: the machine "
+        "is shared, so compare the ratios (both sides measured in turns in one process), not absolute times.",
+        "",
+    ]
     for e in results["benchmarks"]:
-        lines += [f"## {e['name']} ({e['script']}, {e['date']}, {e['wall_s']} s, load {e['load_average_start'][0]} "
-                  f"-> {e['load_average_end'][0]})", ""]
+        lines += [
+            f"## {e['name']} ({e['script']}, {e['date']}, {e['wall_s']} s, load {e['load_average_start'][0]} "
+            f"-> {e['load_average_end'][0]})",
+            "",
+        ]
         if e["status"] != "ok":
             lines += [f"**failed**: {e['error']}", ""]
             continue
         lines += ["| figure | value | unit | detail |", "| --- | --- | --- | --- |"]
-        lines += [f"| {f['name']} | {_number(f['value'])} | {f['unit']} | {f.get('detail', '')} |"
-                  for f in e["figures"]]
+        lines += [
+            f"| {f['name']} | {_number(f['value'])} | {f['unit']} | {f.get('detail', '')} |" for f in e["figures"]
+        ]
         lines.append("")
     return "\n".join(lines)
 
@@ -123,8 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: small sizes, one repetition")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="only these benchmarks (bench_NAME.py)")
     parser.add_argument("--bench-dir", type=Path, default=BENCH, help="where to look for bench_*.py")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="results folder (default: bench/, or bench/scratch/quick with --quick)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="results folder (default: bench/, or bench/scratch/quick with --quick)"
+    )
     args = parser.parse_args(argv)
     os.environ.setdefault("OMP_WAIT_POLICY", PASSIVE)  # before torch loads libgomp, here and in every child
     check_device(args.device)
@@ -141,21 +170,24 @@ def main(argv: list[str] | None = None) -> int:
         entries = kept_entries(out / f"{stem}.json", entries)
     argv = sys.argv[1:] if argv is None else argv
     command = " ".join(["bench/run.py"] + argv) if argv else "make bench"
-    results = aggregate(entries, command, args.device, args.quick, started, time.perf_counter() - t0,
-                        (load_start, load_average()))
+    results = aggregate(
+        entries, command, args.device, args.quick, started, time.perf_counter() - t0, (load_start, load_average())
+    )
     (out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / f"{stem}.md").write_text(markdown(results))
     import plots
 
     for path in plots.draw(out, REPO / "docs" if out == BENCH else out, args.device):
         print(f"plot: {_shown(path)}")
-    print(f"wrote {_shown(out / stem)}.json and .md in {results['wall_s']} s"
-          + ("" if results["all_ok"] else f"; FAILED: {[e['name'] for e in entries if e['status'] != 'ok']}"))
+    print(
+        f"wrote {_shown(out / stem)}.json and .md in {results['wall_s']} s"
+        + ("" if results["all_ok"] else f"; FAILED: {[e['name'] for e in entries if e['status'] != 'ok']}")
+    )
     return 0 if results["all_ok"] else 1
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _shown(path: Path) -> str:

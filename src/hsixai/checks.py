@@ -17,8 +17,9 @@ from .errors import HsixaiError
 _KIND_WORDS = {"fiu": "a numeric", "iu": "an integer", "f": "a floating-point"}
 
 
-def check_array(array: Any, name: str, ndim: int | None = None, kinds: str | None = None,
-                shape: tuple[int, ...] | None = None) -> None:
+def check_array(
+    array: Any, name: str, ndim: int | None = None, kinds: str | None = None, shape: tuple[int, ...] | None = None
+) -> None:
     """Number of dimensions, dtype kind (NumPy's letters: 'f' float, 'i'/'u' integer, 'b' bool) and shape."""
     if ndim is not None and len(array.shape) != ndim:
         raise HsixaiError(f"{name}: expected a {ndim}-D array, found shape {tuple(array.shape)}")
@@ -34,8 +35,9 @@ def check_cube(array: Any, name: str, layout: str = "", kinds: str = "fiu") -> N
         axes = f" {layout}" if layout else ""
         raise HsixaiError(f"{name}: expected a 3-D cube{axes}, found shape {tuple(array.shape)}")
     if array.dtype.kind not in kinds:
-        raise HsixaiError(f"{name}: expected {_KIND_WORDS.get(kinds, f'a {kinds!r}-kind')} cube, "
-                          f"found dtype {array.dtype}")
+        raise HsixaiError(
+            f"{name}: expected {_KIND_WORDS.get(kinds, f'a {kinds!r}-kind')} cube, found dtype {array.dtype}"
+        )
     if min(array.shape) < 1:
         raise HsixaiError(f"{name}: expected a non-empty cube, found shape {tuple(array.shape)}")
 
@@ -59,8 +61,10 @@ def check_labels_have_data(mask: np.ndarray, nodata: np.ndarray, name: str) -> N
     bad = (mask > 0) & nodata
     if bad.any():
         row, col = np.argwhere(bad)[0]
-        raise HsixaiError(f"{name}: expected labels only where the cube has data, found {int(bad.sum())} "
-                          f"labelled pixels on no-data pixels (first at row {row}, column {col})")
+        raise HsixaiError(
+            f"{name}: expected labels only where the cube has data, found {int(bad.sum())} "
+            f"labelled pixels on no-data pixels (first at row {row}, column {col})"
+        )
 
 
 def non_finite(array: np.ndarray, ignore: np.ndarray | None = None) -> np.ndarray:
@@ -83,9 +87,11 @@ def check_finite_per_band(counts: np.ndarray, name: str) -> None:
     """For a cube checked in blocks: `counts` int [bands] holds the NaN or Inf values found in each band."""
     if counts.any():
         first = int(np.flatnonzero(counts)[0])
-        raise HsixaiError(f"{name}: band {first} has {counts[first]} NaN or Inf values "
-                          f"({int((counts > 0).sum())} bands affected, {int(counts.sum())} values in all); "
-                          f"expected finite values")
+        raise HsixaiError(
+            f"{name}: band {first} has {counts[first]} NaN or Inf values "
+            f"({int((counts > 0).sum())} bands affected, {int(counts.sum())} values in all); "
+            f"expected finite values"
+        )
 
 
 def check_length(values: np.ndarray, n: int, name: str, what: str) -> None:
@@ -99,8 +105,10 @@ def check_positive_finite(values: np.ndarray, name: str, what: str) -> None:
     values = np.asarray(values)
     bad = ~(np.isfinite(values) & (values > 0))
     if bad.any():
-        raise HsixaiError(f"{name}: expected positive finite {what}, found {int(bad.sum())} NaN, Inf or values <= 0 "
-                          f"(e.g. {values[bad][:3].tolist()})")
+        raise HsixaiError(
+            f"{name}: expected positive finite {what}, found {int(bad.sum())} NaN, Inf or values <= 0 "
+            f"(e.g. {values[bad][:3].tolist()})"
+        )
 
 
 def _position(index: np.ndarray) -> str:

@@ -19,27 +19,38 @@ STAGES: dict[str, tuple[str, str]] = {
     "split": ("spatial train/dev split, band statistics, xAI sample -> data/split", "data.split:run"),
     "train": ("train train.instances models for (model, patch_size) -> models/ (torchrun-ready)", "train:run"),
     "evaluate": ("test-set metrics per instance, classification map -> metrics/evaluate.json", "evaluate:run"),
-    "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz",
-                  "xai.attributions:run"),
-    "consistency": ("Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
-                    "xai.consistency:run"),
-    "adapt_synthesize": ("synthesize the target acquisition for domain adaptation -> data/adapt/target_synthetic",
-                         "data.synthetic:run_target"),
-    "adapt_source_synthesize": ("synthesize the source scene of the two_scenes pair -> data/adapt/source_synthetic",
-                                "data.synthetic:run_adapt_source"),
-    "adapt_shadow_synthesize": ("synthesize the one-scene pair (a cloud shadow) -> data/adapt/shadow_synthetic",
-                                "data.synthetic:run_shadow"),
-    "adapt_prepare": ("every pair of adapt.pairs, scaled alike, few target labels -> data/adapt/prepared",
-                      "adapt.data:run"),
+    "attribute": ("Integrated Gradients on the xAI sample -> data/attributions/profiles.npz", "xai.attributions:run"),
+    "consistency": (
+        "Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
+        "xai.consistency:run",
+    ),
+    "adapt_synthesize": (
+        "synthesize the target acquisition for domain adaptation -> data/adapt/target_synthetic",
+        "data.synthetic:run_target",
+    ),
+    "adapt_source_synthesize": (
+        "synthesize the source scene of the two_scenes pair -> data/adapt/source_synthetic",
+        "data.synthetic:run_adapt_source",
+    ),
+    "adapt_shadow_synthesize": (
+        "synthesize the one-scene pair (a cloud shadow) -> data/adapt/shadow_synthetic",
+        "data.synthetic:run_shadow",
+    ),
+    "adapt_prepare": (
+        "every pair of adapt.pairs, scaled alike, few target labels -> data/adapt/prepared",
+        "adapt.data:run",
+    ),
     "adapt_pretrain": ("source segmenters, one per pair and seed -> data/adapt/source_models", "adapt.pretrain:run"),
-    "adapt": ("adversarial adaptation, every pair, arm and seed -> data/adapt/target_models",
-              "adapt.adversarial:run"),
-    "adapt_evaluate": ("the ablation on the target test masks -> metrics/adapt.json, figures/adapt/",
-                       "adapt.evaluate:run"),
-    "adapt_labels": ("the labels sweep (adapt.labels_sweep) for adapt.labels_sweep_arms -> metrics/adapt_labels.json",
-                     "adapt.labels:run"),
-    "sweep": ("queue and run one DVC experiment per (model, patch size) of params 'sweep', then select",
-              "sweep:run"),
+    "adapt": ("adversarial adaptation, every pair, arm and seed -> data/adapt/target_models", "adapt.adversarial:run"),
+    "adapt_evaluate": (
+        "the ablation on the target test masks -> metrics/adapt.json, figures/adapt/",
+        "adapt.evaluate:run",
+    ),
+    "adapt_labels": (
+        "the labels sweep (adapt.labels_sweep) for adapt.labels_sweep_arms -> metrics/adapt_labels.json",
+        "adapt.labels:run",
+    ),
+    "sweep": ("queue and run one DVC experiment per (model, patch size) of params 'sweep', then select", "sweep:run"),
     "select": ("rank the experiments of this commit by consistency -> reports/selection.*", "select:run"),
 }
 
@@ -58,20 +69,37 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help_, _) in STAGES.items():
         command = sub.add_parser(name, help=help_)
         if name == "sweep":
-            command.add_argument("-j", "--jobs", type=int, default=None,
-                                 help="parallel queue workers (default: sweep.jobs in params.yaml)")
-            command.add_argument("--profile", default=None, metavar="NAME",
-                                 help="sweep a settings profile, profiles/NAME.yaml over params.yaml, e.g. "
-                                      "'published' (profiles/published.yaml: hours on a CPU)")
-            command.add_argument("--published", dest="profile", action="store_const", const="published",
-                                 help="the same as --profile published")
+            command.add_argument(
+                "-j",
+                "--jobs",
+                type=int,
+                default=None,
+                help="parallel queue workers (default: sweep.jobs in params.yaml)",
+            )
+            command.add_argument(
+                "--profile",
+                default=None,
+                metavar="NAME",
+                help="sweep a settings profile, profiles/NAME.yaml over params.yaml, e.g. "
+                "'published' (profiles/published.yaml: hours on a CPU)",
+            )
+            command.add_argument(
+                "--published",
+                dest="profile",
+                action="store_const",
+                const="published",
+                help="the same as --profile published",
+            )
     _add_convert(sub)
     return parser
 
 
 def _add_convert(sub: argparse._SubParsersAction) -> None:
-    command = sub.add_parser("convert", help="GeoTIFF / ENVI / .mat / .npy cube or PRISMA L2C/L2D .he5 product and "
-                                             "masks -> a raw data directory (with its map grid when it has one)")
+    command = sub.add_parser(
+        "convert",
+        help="GeoTIFF / ENVI / .mat / .npy cube or PRISMA L2C/L2D .he5 product and "
+        "masks -> a raw data directory (with its map grid when it has one)",
+    )
     command.add_argument("cube", help="the cube: .tif, ENVI .hdr (or its data file), .mat, .npy or a PRISMA .he5")
     command.add_argument("--train", required=True, help="training mask [H, W] (0 = unlabelled), any of those formats")
     command.add_argument("--test", required=True, help="test mask [H, W], any of those formats")
@@ -92,15 +120,28 @@ def _convert(args: argparse.Namespace) -> None:
     def opt(value: str | None) -> Path | None:
         return None if value is None else Path(value)
 
-    summary = convert(ConvertRequest(
-        cube=Path(args.cube), train=Path(args.train), test=Path(args.test), out=Path(args.out),
-        wavelengths=opt(args.wavelengths), band_axis=args.band_axis, var=args.var, train_var=args.train_var,
-        test_var=args.test_var, n_classes=args.classes), progress=not args.no_progress)
+    summary = convert(
+        ConvertRequest(
+            cube=Path(args.cube),
+            train=Path(args.train),
+            test=Path(args.test),
+            out=Path(args.out),
+            wavelengths=opt(args.wavelengths),
+            band_axis=args.band_axis,
+            var=args.var,
+            train_var=args.train_var,
+            test_var=args.test_var,
+            n_classes=args.classes,
+        ),
+        progress=not args.no_progress,
+    )
     grid = summary["georef"]["crs"] if summary["georef"] else "none (pixel grid)"
-    print(f"{args.out}: hsi.npy {summary['shape']} {summary['dtype']} (band axis {summary['band_axis']} of "
-          f"{args.cube}), {summary['n_classes']} classes, wavelengths: {summary['wavelengths'] or 'none'}, "
-          f"map grid: {grid if grid.startswith(('EPSG:', 'none')) else 'a WKT CRS (georef.json)'}, "
-          f"pixels without data: {summary['nodata_pixels']}")
+    print(
+        f"{args.out}: hsi.npy {summary['shape']} {summary['dtype']} (band axis {summary['band_axis']} of "
+        f"{args.cube}), {summary['n_classes']} classes, wavelengths: {summary['wavelengths'] or 'none'}, "
+        f"map grid: {grid if grid.startswith(('EPSG:', 'none')) else 'a WKT CRS (georef.json)'}, "
+        f"pixels without data: {summary['nodata_pixels']}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,11 +40,20 @@ class SynthesizeConfig:
     test_fraction: float = 0.5  # share of labelled parcels that go to the test mask
 
     def __post_init__(self) -> None:
-        _check(self.height >= 16 and self.width >= 16, "synthesize.height/width", "at least 16", f"{self.height} x {self.width}")
+        _check(
+            self.height >= 16 and self.width >= 16,
+            "synthesize.height/width",
+            "at least 16",
+            f"{self.height} x {self.width}",
+        )
         _check(self.bands >= 8, "synthesize.bands", "at least 8", self.bands)
         _check(1 <= self.subpixels <= 8, "synthesize.subpixels", "1..8", self.subpixels)
-        _check(2 <= self.min_parcel <= self.max_parcel, "synthesize.min_parcel/max_parcel",
-               "2 <= min_parcel <= max_parcel", f"{self.min_parcel}, {self.max_parcel}")
+        _check(
+            2 <= self.min_parcel <= self.max_parcel,
+            "synthesize.min_parcel/max_parcel",
+            "2 <= min_parcel <= max_parcel",
+            f"{self.min_parcel}, {self.max_parcel}",
+        )
         _check(0 < self.labelled_fraction <= 1, "synthesize.labelled_fraction", "in (0, 1]", self.labelled_fraction)
         _check(0 < self.test_fraction < 1, "synthesize.test_fraction", "in (0, 1)", self.test_fraction)
 
@@ -59,9 +68,15 @@ class DataConfig:
     remove_bands: list[int | str] = field(default_factory=lambda: list(PRISMA_REMOVED_BANDS))
 
     def __post_init__(self) -> None:
-        _check(2 <= len(self.class_names) <= MAX_CLASSES, "data.class_names", f"2..{MAX_CLASSES} classes",
-               len(self.class_names))
-        _check(len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names", self.class_names)
+        _check(
+            2 <= len(self.class_names) <= MAX_CLASSES,
+            "data.class_names",
+            f"2..{MAX_CLASSES} classes",
+            len(self.class_names),
+        )
+        _check(
+            len(set(self.class_names)) == len(self.class_names), "data.class_names", "unique names", self.class_names
+        )
         self.removed_band_indices()  # validates the syntax early
 
     def removed_band_indices(self) -> list[int]:
@@ -77,9 +92,13 @@ class DataConfig:
                 except ValueError:
                     lo = hi = None
                 if lo is None or hi is None or hi < lo:
-                    raise HsixaiError(f"params: data.remove_bands: expected integers or ranges 'a-b' with a <= b, found {item!r}")
+                    raise HsixaiError(
+                        f"params: data.remove_bands: expected integers or ranges 'a-b' with a <= b, found {item!r}"
+                    )
             if hi > MAX_BAND_INDEX:
-                raise HsixaiError(f"params: data.remove_bands: expected band indices up to {MAX_BAND_INDEX}, found {item!r}")
+                raise HsixaiError(
+                    f"params: data.remove_bands: expected band indices up to {MAX_BAND_INDEX}, found {item!r}"
+                )
             if lo < 0:
                 raise HsixaiError(f"params: data.remove_bands: expected non-negative band indices, found {item!r}")
             out.update(range(lo, hi + 1))
@@ -105,10 +124,12 @@ class SplitConfig:
 
     def __post_init__(self) -> None:
         _check(0 < self.train_size < 1, "split.train_size", "a fraction in (0, 1)", self.train_size)
-        _check(self.buffer == "auto" or self.buffer >= 0, "split.buffer", "a non-negative integer or 'auto'",
-               self.buffer)
-        _check(self.min_leakfree_pixels >= 1, "split.min_leakfree_pixels", "a positive integer",
-               self.min_leakfree_pixels)
+        _check(
+            self.buffer == "auto" or self.buffer >= 0, "split.buffer", "a non-negative integer or 'auto'", self.buffer
+        )
+        _check(
+            self.min_leakfree_pixels >= 1, "split.min_leakfree_pixels", "a positive integer", self.min_leakfree_pixels
+        )
 
     def resolve_buffer(self, sweep_patch_sizes: list[int]) -> int:
         """The buffer in pixels: `buffer` itself, or for "auto" the radius of the largest swept patch."""
@@ -125,8 +146,9 @@ class XaiConfig:
 
     samples_per_class: int = 16
     n_steps: int = 50
-    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = \
+    method: Literal["gausslegendre", "riemann_trapezoid", "riemann_left", "riemann_right", "riemann_middle"] = (
         "gausslegendre"
+    )
     noise_tunnel: bool = True
     nt_type: Literal["smoothgrad", "smoothgrad_sq", "vargrad"] = "smoothgrad_sq"
     nt_samples: int = 10
@@ -166,8 +188,12 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for key in ("epochs", "batch_size", "n_comps", "instances", "eval_batch_size"):
             _check(getattr(self, key) >= 1, f"train.{key}", "a positive integer", getattr(self, key))
-        _check(self.max_batches_per_epoch >= 0, "train.max_batches_per_epoch", "0 (every batch) or a positive integer",
-               self.max_batches_per_epoch)
+        _check(
+            self.max_batches_per_epoch >= 0,
+            "train.max_batches_per_epoch",
+            "0 (every batch) or a positive integer",
+            self.max_batches_per_epoch,
+        )
         _check(self.lr > 0, "train.lr", "a positive number", self.lr)
         _check(self.max_lr_factor >= 1, "train.max_lr_factor", "a number >= 1", self.max_lr_factor)
         _check(self.weight_decay >= 0, "train.weight_decay", "a non-negative number", self.weight_decay)
@@ -205,13 +231,16 @@ class AdaptSyntheticConfig:
     shadow_fraction: float = 0.12  # share of the scene under a cloud shadow; 0 = none
 
     def __post_init__(self) -> None:
-        _check(self.height >= 16 and self.width >= 16, "adapt.synthetic.height/width", "at least 16",
-               f"{self.height} x {self.width}")
+        _check(
+            self.height >= 16 and self.width >= 16,
+            "adapt.synthetic.height/width",
+            "at least 16",
+            f"{self.height} x {self.width}",
+        )
         _check(0 <= self.phenology_shift <= 2, "adapt.synthetic.phenology_shift", "in [0, 2]", self.phenology_shift)
         _check(0 <= self.gain < 1, "adapt.synthetic.gain", "in [0, 1)", self.gain)
         _check(0 <= self.offset <= 0.2, "adapt.synthetic.offset", "in [0, 0.2]", self.offset)
-        _check(0 <= self.shadow_fraction <= 0.5, "adapt.synthetic.shadow_fraction", "in [0, 0.5]",
-               self.shadow_fraction)
+        _check(0 <= self.shadow_fraction <= 0.5, "adapt.synthetic.shadow_fraction", "in [0, 0.5]", self.shadow_fraction)
 
 
 @dataclass(frozen=True)
@@ -223,8 +252,12 @@ class AdaptSourceConfig:
     width: int = 96
 
     def __post_init__(self) -> None:
-        _check(self.height >= 32 and self.width >= 32, "adapt.source_synthetic.height/width", "at least 32",
-               f"{self.height} x {self.width}")
+        _check(
+            self.height >= 32 and self.width >= 32,
+            "adapt.source_synthetic.height/width",
+            "at least 32",
+            f"{self.height} x {self.width}",
+        )
 
 
 @dataclass(frozen=True)
@@ -238,10 +271,18 @@ class AdaptShadowConfig:
     shadow_fraction: float = 0.4  # share of the scene under the shadow
 
     def __post_init__(self) -> None:
-        _check(self.height >= 32 and self.width >= 32, "adapt.shadow_synthetic.height/width", "at least 32",
-               f"{self.height} x {self.width}")
-        _check(0.1 <= self.shadow_fraction <= 0.6, "adapt.shadow_synthetic.shadow_fraction", "in [0.1, 0.6]",
-               self.shadow_fraction)
+        _check(
+            self.height >= 32 and self.width >= 32,
+            "adapt.shadow_synthetic.height/width",
+            "at least 32",
+            f"{self.height} x {self.width}",
+        )
+        _check(
+            0.1 <= self.shadow_fraction <= 0.6,
+            "adapt.shadow_synthetic.shadow_fraction",
+            "in [0.1, 0.6]",
+            self.shadow_fraction,
+        )
 
 
 ADAPT_PAIRS = ("two_scenes", "shadow")
@@ -251,8 +292,12 @@ ALL_LABELS = "all"  # target_labels_per_class: every labelled target training pi
 
 
 def _check_labels(key: str, value: int | str) -> None:
-    _check(value == ALL_LABELS or (isinstance(value, int) and value >= 1), key,
-           f"a positive integer or '{ALL_LABELS}'", value)
+    _check(
+        value == ALL_LABELS or (isinstance(value, int) and value >= 1),
+        key,
+        f"a positive integer or '{ALL_LABELS}'",
+        value,
+    )
 
 
 @dataclass(frozen=True)
@@ -307,21 +352,40 @@ class AdaptConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
 
     def __post_init__(self) -> None:
-        for key in ("seeds", "pretrain_steps", "pretrain_patience", "iterations", "d_steps", "t_steps",
-                    "stop_patience"):
+        for key in (
+            "seeds",
+            "pretrain_steps",
+            "pretrain_patience",
+            "iterations",
+            "d_steps",
+            "t_steps",
+            "stop_patience",
+        ):
             _check(getattr(self, key) >= 1, f"adapt.{key}", "a positive integer", getattr(self, key))
         bad = [p for p in self.pairs if p not in ADAPT_PAIRS]
-        _check(bool(self.pairs) and not bad and len(set(self.pairs)) == len(self.pairs), "adapt.pairs",
-               f"distinct names from {', '.join(ADAPT_PAIRS)}", self.pairs)
+        _check(
+            bool(self.pairs) and not bad and len(set(self.pairs)) == len(self.pairs),
+            "adapt.pairs",
+            f"distinct names from {', '.join(ADAPT_PAIRS)}",
+            self.pairs,
+        )
         bad = [a for a in self.arms if a not in ADAPT_ARMS]
-        _check(bool(self.arms) and not bad and len(set(self.arms)) == len(self.arms), "adapt.arms",
-               f"distinct names from {', '.join(ADAPT_ARMS)}", self.arms)
+        _check(
+            bool(self.arms) and not bad and len(set(self.arms)) == len(self.arms),
+            "adapt.arms",
+            f"distinct names from {', '.join(ADAPT_ARMS)}",
+            self.arms,
+        )
         _check_labels("adapt.target_labels_per_class", self.target_labels_per_class)
         for i, level in enumerate(self.labels_sweep):
             _check_labels(f"adapt.labels_sweep[{i}]", level)
         bad = [a for a in self.labels_sweep_arms if a not in ADAPT_ARMS or a == "adabn"]
-        _check(bool(self.labels_sweep_arms) and not bad, "adapt.labels_sweep_arms",
-               f"trained arms from {', '.join(ADAPT_ARMS[1:])}", self.labels_sweep_arms)
+        _check(
+            bool(self.labels_sweep_arms) and not bad,
+            "adapt.labels_sweep_arms",
+            f"trained arms from {', '.join(ADAPT_ARMS[1:])}",
+            self.labels_sweep_arms,
+        )
         _check(0 < self.val_fraction < 1, "adapt.val_fraction", "a fraction in (0, 1)", self.val_fraction)
         _check(self.tile == 0 or self.tile >= 8, "adapt.tile", "0 (whole scenes) or at least 8 pixels", self.tile)
         for key in ("pretrain_lr", "d_lr", "t_lr", "stop_loss_d", "stop_loss_t"):
@@ -333,9 +397,17 @@ MODEL_NAMES = ("cnn2d", "vit")
 # Every consistency quantity is reported in both directions whichever one selects. SELECTION_QUANTITIES is
 # also the one list of headline consistency scores: `select` reports them, tracking logs them to MLflow.
 SELECTION_QUANTITIES = ("consistency_jsdiv", "consistency_instances", "consistency_concordance", "centre_share")
-Criterion = Literal["max_consistency_jsdiv", "min_consistency_jsdiv", "max_consistency_instances",
-                    "min_consistency_instances", "max_consistency_concordance", "min_consistency_concordance",
-                    "max_centre_share", "min_centre_share", "max_f1_macro_val"]
+Criterion = Literal[
+    "max_consistency_jsdiv",
+    "min_consistency_jsdiv",
+    "max_consistency_instances",
+    "min_consistency_instances",
+    "max_consistency_concordance",
+    "min_consistency_concordance",
+    "max_centre_share",
+    "min_centre_share",
+    "max_f1_macro_val",
+]
 CRITERIA: tuple[str, ...] = typing.get_args(Criterion)
 
 
@@ -374,8 +446,7 @@ class Params:
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", "a non-negative integer", self.seed)
-        _check(self.patch_size >= 3 and self.patch_size % 2 == 1, "patch_size", "an odd integer >= 3",
-               self.patch_size)
+        _check(self.patch_size >= 3 and self.patch_size % 2 == 1, "patch_size", "an odd integer >= 3", self.patch_size)
 
     @property
     def n_classes(self) -> int:
@@ -425,11 +496,15 @@ def load_profile(path: str | Path, params: Params) -> Profile:
     overlay = {k: v for k, v in raw.items() if k != PER_MODEL}
     models = raw.get(PER_MODEL) or {}
     if not isinstance(models, dict) or any(m not in MODEL_NAMES for m in models):
-        raise HsixaiError(f"{path}: {PER_MODEL}: expected a mapping from model names ({', '.join(MODEL_NAMES)}) "
-                          f"to params overlays, found {models!r}")
+        raise HsixaiError(
+            f"{path}: {PER_MODEL}: expected a mapping from model names ({', '.join(MODEL_NAMES)}) "
+            f"to params overlays, found {models!r}"
+        )
     base = _overlay(asdict(params), overlay)
-    per_model = {model: params_from_dict(_overlay(base, own), source=f"{path}: {PER_MODEL}.{model}")
-                 for model, own in models.items()}
+    per_model = {
+        model: params_from_dict(_overlay(base, own), source=f"{path}: {PER_MODEL}.{model}")
+        for model, own in models.items()
+    }
     return Profile(path.stem, params_from_dict(base, source=str(path)), per_model)
 
 

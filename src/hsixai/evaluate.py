@@ -61,11 +61,14 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     models = [load_classifier(paths.checkpoint(i), device) for i in range(params.train.instances)]
     for _, meta in models:
         if (meta["model"], meta["patch_size"]) != (params.model, params.patch_size):
-            raise HsixaiError(f"{paths.models_dir}: checkpoints are {meta['model']} p={meta['patch_size']}, "
-                              f"params ask for {params.model} p={params.patch_size} (re-run train)")
+            raise HsixaiError(
+                f"{paths.models_dir}: checkpoints are {meta['model']} p={meta['patch_size']}, "
+                f"params ask for {params.model} p={params.patch_size} (re-run train)"
+            )
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
-    test_map = load_npy(paths.prepared_files().test_labels, "test labels", ndim=2, kinds="i",
-                        shape=(sampler.height, sampler.width))
+    test_map = load_npy(
+        paths.prepared_files().test_labels, "test labels", ndim=2, kinds="i", shape=(sampler.height, sampler.width)
+    )
     test = Split.from_labels(sampler, test_map)
     if len(test) == 0:
         raise HsixaiError(f"{paths.prepared_files().test_labels}: the test mask has no labelled pixels")
@@ -77,19 +80,32 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     macro_classes = [names.index(n) for n in names if n not in leakfree["classes_too_few"]]
     covers_patch = params.patch_size // 2 <= leakfree["buffer"]
     if not covers_patch:
-        log.warning("patch_size=%d reaches %d px from its centre, beyond the split's buffer of %d px: the "
-                    "'leak-free' test pixels' patches may hold train pixels for this point (raise split.buffer, "
-                    "or sweep.patch_sizes for auto)", params.patch_size, params.patch_size // 2, leakfree["buffer"])
+        log.warning(
+            "patch_size=%d reaches %d px from its centre, beyond the split's buffer of %d px: the "
+            "'leak-free' test pixels' patches may hold train pixels for this point (raise split.buffer, "
+            "or sweep.patch_sizes for auto)",
+            params.patch_size,
+            params.patch_size // 2,
+            leakfree["buffer"],
+        )
 
     per_instance = []
     for i, (model, meta) in enumerate(models):
-        y_pred = predict(model, sampler, test.centres, params.train.eval_batch_size, progress,
-                         f"evaluate #{i}").argmax(axis=1)
+        y_pred = predict(model, sampler, test.centres, params.train.eval_batch_size, progress, f"evaluate #{i}").argmax(
+            axis=1
+        )
         lf = classification_metrics(y_true[is_leakfree], y_pred[is_leakfree], len(names), macro_classes)
-        per_instance.append(InstanceResult({"seed": meta["seed"], "f1_macro_val": meta["f1_macro_val"],
-                                            **classification_metrics(y_true, y_pred, len(names)),
-                                            **{f"{k}_leakfree": lf[k] for k in (*SUMMARY_KEYS, "f1_per_class")}},
-                                           y_pred))
+        per_instance.append(
+            InstanceResult(
+                {
+                    "seed": meta["seed"],
+                    "f1_macro_val": meta["f1_macro_val"],
+                    **classification_metrics(y_true, y_pred, len(names)),
+                    **{f"{k}_leakfree": lf[k] for k in (*SUMMARY_KEYS, "f1_per_class")},
+                },
+                y_pred,
+            )
+        )
     instance_metrics = [r.metrics for r in per_instance]
     best = int(np.argmax([r["f1_macro_val"] for r in instance_metrics]))  # chosen on dev, never on test
 
@@ -118,22 +134,36 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     stride = params.evaluate.map_stride
     scene_map = _scene_map(models[best][0], sampler, params, progress)
     best_pred = per_instance[best].predictions
-    with staged_outputs(paths.plots_dir("evaluate"), paths.figures_dir("evaluate"),
-                        files=(paths.metrics("evaluate"),)) as (plot_dir, figs, metrics_file):
+    with staged_outputs(
+        paths.plots_dir("evaluate"), paths.figures_dir("evaluate"), files=(paths.metrics("evaluate"),)
+    ) as (plot_dir, figs, metrics_file):
         rows = ["actual,predicted"] + [f"{names[t]},{names[p]}" for t, p in zip(y_true, best_pred)]
         figures = paths.figures("evaluate", figs)
         paths.confusion_table(plot_dir).write_text("\n".join(rows) + "\n")
-        plots.confusion(per_instance[best].metrics["confusion"], names, figures.confusion,
-                        f"test, instance {best} (best dev F1)")
+        plots.confusion(
+            per_instance[best].metrics["confusion"], names, figures.confusion, f"test, instance {best} (best dev F1)"
+        )
         every = f", one pixel per {stride} x {stride} block" if stride > 1 else ""
-        plots.classification_map(scene_map, test_map[::stride, ::stride], names, figures.classification_map,
-                                  f"{params.model} p={params.patch_size}, instance {best}{every}")
+        plots.classification_map(
+            scene_map,
+            test_map[::stride, ::stride],
+            names,
+            figures.classification_map,
+            f"{params.model} p={params.patch_size}, instance {best}{every}",
+        )
         write_json(metrics_file, summary)
 
     with tracking.stage_run("evaluate", params, paths) as mlrun:
-        mlrun.log_params({"model": params.model, "patch_size": params.patch_size, "n_test": len(test),
-                          "n_test_leakfree": summary["n_test_leakfree"], "leakfree_buffer": leakfree["buffer"],
-                          "leakfree_covers_patch": covers_patch})
+        mlrun.log_params(
+            {
+                "model": params.model,
+                "patch_size": params.patch_size,
+                "n_test": len(test),
+                "n_test_leakfree": summary["n_test_leakfree"],
+                "leakfree_buffer": leakfree["buffer"],
+                "leakfree_covers_patch": covers_patch,
+            }
+        )
         mlrun.log_metrics({k: summary[k] for k in SUMMARY_KEYS})
         mlrun.log_metrics(_finite({k: summary[k] for k in LEAKFREE_KEYS}))
         mlrun.log_metrics({f"f1_test.{n}": v for n, v in summary["f1_per_class"].items()})
@@ -155,16 +185,26 @@ def load_leakfree(paths: Paths, test_map: np.ndarray, names: list[str]) -> dict:
     labels = load_npy(lf_path, "leak-free test labels", ndim=2, kinds="i", shape=test_map.shape)
     try:
         info = json.loads(info_path.read_text())
-        out = {"labels": labels, "buffer": int(info["buffer"]), "min_pixels": int(info["min_leakfree_pixels"]),
-               "n_per_class": {n: int(info["n_test_leakfree_per_class"][n]) for n in names},
-               "classes_too_few": [str(n) for n in info["classes_too_few"]]}
+        out = {
+            "labels": labels,
+            "buffer": int(info["buffer"]),
+            "min_pixels": int(info["min_leakfree_pixels"]),
+            "n_per_class": {n: int(info["n_test_leakfree_per_class"][n]) for n in names},
+            "classes_too_few": [str(n) for n in info["classes_too_few"]],
+        }
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise HsixaiError(f"{info_path}: not a valid leakfree.json of the split stage ({exc!r}); re-run split") from None
+        raise HsixaiError(
+            f"{info_path}: not a valid leakfree.json of the split stage ({exc!r}); re-run split"
+        ) from None
     in_subset = labels >= 0
-    if np.any(labels[in_subset] != test_map[in_subset]) or \
-            list(out["n_per_class"].values()) != np.bincount(labels[in_subset], minlength=len(names)).tolist():
-        raise HsixaiError(f"{lf_path}: the leak-free test subset does not match the test mask and {info_path.name} "
-                          f"(re-run the split stage)")
+    if (
+        np.any(labels[in_subset] != test_map[in_subset])
+        or list(out["n_per_class"].values()) != np.bincount(labels[in_subset], minlength=len(names)).tolist()
+    ):
+        raise HsixaiError(
+            f"{lf_path}: the leak-free test subset does not match the test mask and {info_path.name} "
+            f"(re-run the split stage)"
+        )
     return out
 
 
@@ -189,6 +229,12 @@ def _scene_map(model: torch.nn.Module, sampler, params: Params, progress: bool) 
     stride = params.evaluate.map_stride
     grid = np.zeros((sampler.height, sampler.width), dtype=np.int8)[::stride, ::stride]
     rows, cols, _ = labelled_pixels(grid)
-    logits = predict(model, sampler, sampler.centres(rows * stride, cols * stride), params.train.eval_batch_size,
-                     progress, "evaluate: scene map")
+    logits = predict(
+        model,
+        sampler,
+        sampler.centres(rows * stride, cols * stride),
+        params.train.eval_batch_size,
+        progress,
+        "evaluate: scene map",
+    )
     return logits.argmax(axis=1).reshape(grid.shape).astype(np.int8)

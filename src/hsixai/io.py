@@ -12,9 +12,10 @@ import json
 import math
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
@@ -39,7 +40,7 @@ def staged_outputs(*targets: Path, files: tuple[Path, ...] = ()) -> Iterator[lis
             for stale in target.parent.glob(pattern):
                 _remove(stale)
         staging.append(target.parent / f".{target.name}.tmp-{os.getpid()}")
-    for tmp in staging[:len(targets)]:
+    for tmp in staging[: len(targets)]:
         tmp.mkdir()
     try:
         yield staging
@@ -64,7 +65,7 @@ def _remove(path: Path) -> None:
 
 
 def _fsync(path: Path) -> None:
-    for f in (path.rglob("*") if path.is_dir() else [path]):
+    for f in path.rglob("*") if path.is_dir() else [path]:
         if f.is_file():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -116,7 +117,9 @@ def inspect_npy(path: Path, what: str) -> NpyInfo:
     expected = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
     actual = path.stat().st_size
     if actual < expected:
-        raise HsixaiError(f"{path}: {what} is truncated: header says shape {shape} {dtype} ({expected} bytes), file has {actual}")
+        raise HsixaiError(
+            f"{path}: {what} is truncated: header says shape {shape} {dtype} ({expected} bytes), file has {actual}"
+        )
     return NpyInfo(path, tuple(shape), dtype, fortran_order, offset)
 
 
@@ -130,7 +133,9 @@ class BandReader:
     def __init__(self, info: NpyInfo):
         check_cube(info, str(info.path), "[bands, H, W]")
         if info.fortran_order:
-            raise HsixaiError(f"{info.path}: expected a C-ordered array, found Fortran order (save it with np.ascontiguousarray)")
+            raise HsixaiError(
+                f"{info.path}: expected a C-ordered array, found Fortran order (save it with np.ascontiguousarray)"
+            )
         self.info = info
         self.n_bands, self.height, self.width = info.shape
         self._band_bytes = self.height * self.width * info.dtype.itemsize
@@ -145,15 +150,21 @@ class BandReader:
     def close(self) -> None:
         self._fh.close()
 
-    def __enter__(self) -> "BandReader":
+    def __enter__(self) -> BandReader:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def load_npy(path: Path, what: str, ndim: int | None = None, kinds: str = "fiub",
-             shape: tuple[int, ...] | None = None, mmap: bool = False) -> np.ndarray:
+def load_npy(
+    path: Path,
+    what: str,
+    ndim: int | None = None,
+    kinds: str = "fiub",
+    shape: tuple[int, ...] | None = None,
+    mmap: bool = False,
+) -> np.ndarray:
     """Load a .npy file with its dimensions, dtype kind and shape checked."""
     check_array(inspect_npy(path, what), f"{path}: {what}", ndim, kinds, shape)
     return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
@@ -174,7 +185,8 @@ class NpyStreamWriter:
         self._written = 0
         self._fh = open(path, "wb")
         npy_format.write_array_header_2_0(
-            self._fh, {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape})
+            self._fh, {"descr": npy_format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        )
 
     def write(self, block: np.ndarray) -> None:
         """Append `block` of shape [n, *shape[1:]] (or shape[1:] for a single slice)."""
@@ -191,7 +203,7 @@ class NpyStreamWriter:
         if self._written != self.shape[0]:
             raise ValueError(f"{self.path}: wrote {self._written} of {self.shape[0]} slices")
 
-    def __enter__(self) -> "NpyStreamWriter":
+    def __enter__(self) -> NpyStreamWriter:
         return self
 
     def __exit__(self, exc_type: object, *exc: object) -> None:

@@ -54,7 +54,7 @@ def min_distance_to(train: np.ndarray, labels: np.ndarray) -> int | None:
         return None
     best = None
     for start in range(0, len(a), 1024):  # bounded memory: 1024 x n_train distances at a time
-        d = np.abs(a[start:start + 1024, None, :] - b[None, :, :]).max(axis=2).min()
+        d = np.abs(a[start : start + 1024, None, :] - b[None, :, :]).max(axis=2).min()
         best = int(d) if best is None else min(best, int(d))
     return best
 

@@ -17,8 +17,9 @@ def f1_macro(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     return float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0))
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int,
-                           macro_classes: np.ndarray | None = None) -> dict:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, n_classes: int, macro_classes: np.ndarray | None = None
+) -> dict:
     """OA, AA (mean per-class recall), Cohen's kappa, per-class and macro F1, confusion matrix.
 
     AA and macro F1 average over `macro_classes` (class indices), by default the classes present in

@@ -28,7 +28,7 @@ class Paths:
     root: Path
 
     @classmethod
-    def at(cls, root: str | Path | None = None) -> "Paths":
+    def at(cls, root: str | Path | None = None) -> Paths:
         return cls(Path(root or Path.cwd()).resolve())
 
     @property
@@ -188,7 +188,7 @@ class Paths:
 
     # Each method below takes the directory to build in (a stage's staging directory) and defaults to the
     # final one, so a file name is written down here only.
-    def adapt_prepared_files(self, pair: str, directory: Path | None = None) -> "AdaptPreparedFiles":
+    def adapt_prepared_files(self, pair: str, directory: Path | None = None) -> AdaptPreparedFiles:
         return AdaptPreparedFiles((directory or self.adapt_prepared) / pair)
 
     def adapt_few_labels(self, pair: str, directory: Path | None = None) -> Path:

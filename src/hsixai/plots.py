@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -73,8 +73,16 @@ def label_maps(maps: dict[str, np.ndarray], class_names: Sequence[str], path: Pa
     _save(fig, path)
 
 
-def class_spectra(wavelengths: np.ndarray, mean: np.ndarray, std: np.ndarray, counts: Sequence[int],
-                  class_names: Sequence[str], unit: str, path: Path, title: str) -> None:
+def class_spectra(
+    wavelengths: np.ndarray,
+    mean: np.ndarray,
+    std: np.ndarray,
+    counts: Sequence[int],
+    class_names: Sequence[str],
+    unit: str,
+    path: Path,
+    title: str,
+) -> None:
     """Mean spectrum per class (mean [K, bands]) with a +-1 std band, gaps where bands were removed."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for k, (name, colour) in enumerate(zip(class_names, class_colours(len(class_names)))):
@@ -112,22 +120,23 @@ def confusion(matrix: np.ndarray, class_names: Sequence[str], path: Path, title:
     fig, ax = plt.subplots(figsize=(1.0 * len(class_names) + 2.5, 1.0 * len(class_names) + 1.5))
     ax.imshow(norm, cmap="Blues", vmin=0, vmax=1)
     for (i, j), count in np.ndenumerate(matrix):
-        ax.text(j, i, f"{int(count)}", ha="center", va="center", fontsize=8,
-                color="white" if norm[i, j] > 0.6 else "black")
+        ax.text(
+            j, i, f"{int(count)}", ha="center", va="center", fontsize=8, color="white" if norm[i, j] > 0.6 else "black"
+        )
     ax.set_xticks(range(len(class_names)), class_names, rotation=40, ha="right", fontsize=8)
     ax.set_yticks(range(len(class_names)), class_names, fontsize=8)
     ax.set(xlabel="predicted", ylabel="true", title=title)
     _save(fig, path)
 
 
-def classification_map(prediction: np.ndarray, reference: np.ndarray, class_names: Sequence[str],
-                       path: Path, title: str) -> None:
+def classification_map(
+    prediction: np.ndarray, reference: np.ndarray, class_names: Sequence[str], path: Path, title: str
+) -> None:
     """The predicted scene next to the test ground truth (-1 = unlabelled, white)."""
     label_maps({title: prediction, "test ground truth": reference}, class_names, path)
 
 
-def attribution_maps(maps: np.ndarray, present: np.ndarray, class_names: Sequence[str], path: Path,
-                     title: str) -> None:
+def attribution_maps(maps: np.ndarray, present: np.ndarray, class_names: Sequence[str], path: Path, title: str) -> None:
     """Where in the patch the evidence lies: per class, the positive attribution summed over bands [p, p]."""
     k = len(class_names)
     fig, axes = plt.subplots(1, k, figsize=(2.4 * k, 2.8), squeeze=False)
@@ -135,8 +144,15 @@ def attribution_maps(maps: np.ndarray, present: np.ndarray, class_names: Sequenc
         ax.set_axis_off()
         ax.set_title(name, fontsize=9)
         if not ok:
-            ax.text(0.5, 0.5, "no correctly\nclassified sample", ha="center", va="center", fontsize=8,
-                    transform=ax.transAxes)
+            ax.text(
+                0.5,
+                0.5,
+                "no correctly\nclassified sample",
+                ha="center",
+                va="center",
+                fontsize=8,
+                transform=ax.transAxes,
+            )
             continue
         spatial = np.clip(attribution, 0, None).sum(axis=0)
         ax.imshow(spatial, cmap="magma", interpolation="nearest")
@@ -146,8 +162,9 @@ def attribution_maps(maps: np.ndarray, present: np.ndarray, class_names: Sequenc
     _save(fig, path)
 
 
-def class_profiles(wavelengths: np.ndarray, mean_profiles: np.ndarray, class_names: Sequence[str],
-                   path: Path, title: str) -> None:
+def class_profiles(
+    wavelengths: np.ndarray, mean_profiles: np.ndarray, class_names: Sequence[str], path: Path, title: str
+) -> None:
     """Per class, the mean spectral attribution profile against wavelength, one line per instance.
 
     mean_profiles [instances, classes, bands]; NaN rows (no usable samples) are skipped.
@@ -186,8 +203,15 @@ def distance_heatmap(distances: np.ndarray | None, path: Path, title: str) -> No
     fig, ax = plt.subplots(figsize=(1.2 * n + 2.5, 1.2 * n + 1.5))
     image = ax.imshow(distances, cmap="viridis", vmin=0)
     for (i, j), value in np.ndenumerate(distances):
-        ax.text(j, i, f"{value:.3f}", ha="center", va="center", fontsize=8,
-                color="white" if value < 0.6 * max(distances.max(), 1e-12) else "black")
+        ax.text(
+            j,
+            i,
+            f"{value:.3f}",
+            ha="center",
+            va="center",
+            fontsize=8,
+            color="white" if value < 0.6 * max(distances.max(), 1e-12) else "black",
+        )
     ax.set_xticks(range(n), [f"#{i}" for i in range(n)])
     ax.set_yticks(range(n), [f"#{i}" for i in range(n)])
     ax.set_title(title, fontsize=9)
@@ -203,13 +227,17 @@ SELECTION_PANELS = (  # (row key, y label); each quantity its own panel
     ("centre_share", "centre share"),
     ("leakage", "leakage share"),
 )
-F1_LINES = (("f1_macro_test_leakfree", "test F1, leak-free pixels", "#2ca02c", "s"),
-            ("f1_macro_test", "test F1, all pixels", "#98df8a", "v"),
-            ("f1_macro_val", "validation F1", "#1f77b4", "o"))
-LEAKAGE_LINES = (("test_same_class", "test: same-class training pixel in patch", "#d62728", "-"),
-                 ("test_any_class", "test: any training pixel in patch", "#d62728", ":"),
-                 ("dev_same_class", "dev: same-class training pixel in patch", "#ff7f0e", "-"),
-                 ("dev_any_class", "dev: any training pixel in patch", "#ff7f0e", ":"))
+F1_LINES = (
+    ("f1_macro_test_leakfree", "test F1, leak-free pixels", "#2ca02c", "s"),
+    ("f1_macro_test", "test F1, all pixels", "#98df8a", "v"),
+    ("f1_macro_val", "validation F1", "#1f77b4", "o"),
+)
+LEAKAGE_LINES = (
+    ("test_same_class", "test: same-class training pixel in patch", "#d62728", "-"),
+    ("test_any_class", "test: any training pixel in patch", "#d62728", ":"),
+    ("dev_same_class", "dev: same-class training pixel in patch", "#ff7f0e", "-"),
+    ("dev_any_class", "dev: any training pixel in patch", "#ff7f0e", ":"),
+)
 
 
 def _values(rows: list[dict], key: str) -> np.ndarray:
@@ -229,8 +257,15 @@ def _f1_panel(ax, xs, rows) -> None:
         values, std = _values(rows, key), _values(rows, f"{key}_std")
         if np.isnan(values).all():
             continue
-        ax.errorbar(xs, values, yerr=np.nan_to_num(std), fmt=marker + "-", color=colour, capsize=3,
-                    label=f"{label} (mean ± std over instances)")
+        ax.errorbar(
+            xs,
+            values,
+            yerr=np.nan_to_num(std),
+            fmt=marker + "-",
+            color=colour,
+            capsize=3,
+            label=f"{label} (mean ± std over instances)",
+        )
         for x, r in zip(xs, rows):  # each instance, faint
             each = [v for v in (r.get("per_instance") or {}).get(key) or [] if v is not None]
             ax.plot([x] * len(each), each, marker, color=colour, alpha=0.3, ms=3, ls="none")
@@ -247,8 +282,9 @@ def selection(report: dict, path: Path) -> None:
     groups = report["groups"]
     x_key = report["x"]
     n_rows = len(SELECTION_PANELS)
-    fig, axes = plt.subplots(n_rows, len(groups), figsize=(4.6 * len(groups), 2.0 * n_rows), squeeze=False,
-                             sharex="col")
+    fig, axes = plt.subplots(
+        n_rows, len(groups), figsize=(4.6 * len(groups), 2.0 * n_rows), squeeze=False, sharex="col"
+    )
     for col, (label, g) in enumerate(groups.items()):
         rows = [r for r in g["rows"] if "missing" not in r]
         xs = np.array([r[x_key] for r in rows], dtype=float)
@@ -256,28 +292,53 @@ def selection(report: dict, path: Path) -> None:
         for row, (key, ylabel) in enumerate(SELECTION_PANELS):
             ax = axes[row, col]
             if rec.get(x_key) is not None:
-                ax.axvspan(rec[x_key] - 0.35, rec[x_key] + 0.35, color="#f2c14e", alpha=0.35, lw=0,
-                           label=f"recommended ({rec['criterion']})")
+                ax.axvspan(
+                    rec[x_key] - 0.35,
+                    rec[x_key] + 0.35,
+                    color="#f2c14e",
+                    alpha=0.35,
+                    lw=0,
+                    label=f"recommended ({rec['criterion']})",
+                )
             for i, x in enumerate(rec.get("tied") or []):
-                ax.axvspan(x - 0.35, x + 0.35, color="grey", alpha=0.18, lw=0,
-                           label="tied with the recommended point" if i == 0 else None)
+                ax.axvspan(
+                    x - 0.35,
+                    x + 0.35,
+                    color="grey",
+                    alpha=0.18,
+                    lw=0,
+                    label="tied with the recommended point" if i == 0 else None,
+                )
             for m in g["missing"]:
                 ax.axvline(m[x_key], color="black", ls="--", lw=0.8, alpha=0.5, label="missing point")
             if key == "f1":
                 _f1_panel(ax, xs, rows)
             elif key == "leakage":
                 for leak_key, leak_label, colour, style in LEAKAGE_LINES:
-                    values = np.array([np.nan if (r.get("leakage") or {}).get(leak_key) is None
-                                       else r["leakage"][leak_key] for r in rows], dtype=float)
+                    values = np.array(
+                        [
+                            np.nan if (r.get("leakage") or {}).get(leak_key) is None else r["leakage"][leak_key]
+                            for r in rows
+                        ],
+                        dtype=float,
+                    )
                     if not np.isnan(values).all():
                         ax.plot(xs, values, "o" + style, color=colour, label=leak_label)
             else:
                 _errorbar_ci(ax, xs, rows, key, "#9467bd", "D", f"{ylabel} (95% interval)")
                 if key == "centre_share":
-                    ax.plot(xs, 1 / xs ** 2, ":", color="grey", label="centre share of a uniform map (1/p²)")
+                    ax.plot(xs, 1 / xs**2, ":", color="grey", label="centre share of a uniform map (1/p²)")
             if not ax.lines and not ax.collections:
-                ax.text(0.5, 0.5, f"no {ylabel} values", ha="center", va="center", fontsize=8,
-                        transform=ax.transAxes, color="grey")
+                ax.text(
+                    0.5,
+                    0.5,
+                    f"no {ylabel} values",
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    transform=ax.transAxes,
+                    color="grey",
+                )
             ax.set_ylabel(ylabel, fontsize=8)
             ax.tick_params(labelsize=7)
             ax.grid(alpha=0.3)
@@ -290,8 +351,9 @@ def selection(report: dict, path: Path) -> None:
     for ax in axes.ravel():
         for handle, text in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(text, handle)
-    fig.legend(handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7,
-               frameon=False)
+    fig.legend(
+        handles.values(), handles.keys(), loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=7, frameon=False
+    )
     incomplete = "" if report.get("complete", True) else " — INCOMPLETE: missing points"
     fig.suptitle(f"Selection by {report['criterion']}{incomplete}", fontsize=10)
     fig.tight_layout()
@@ -315,17 +377,31 @@ def radial_profile(result: dict, class_names: Sequence[str], path: Path, title: 
     for name, colour in zip(class_names, class_colours(len(class_names))):
         values = (result["per_class"].get(name) or {}).get("radial_profile")
         if values:
-            ax.plot(rings, [np.nan if v is None else v for v in values], "o-", color=colour, lw=1, alpha=0.7,
-                    label=name)
+            ax.plot(
+                rings, [np.nan if v is None else v for v in values], "o-", color=colour, lw=1, alpha=0.7, label=name
+            )
     ci = np.array([c or [np.nan, np.nan] for c in result["radial_profile_ci"]], dtype=float)
     values = np.array(overall, dtype=float)
-    ax.errorbar(rings, values, yerr=np.nan_to_num(np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))),
-                fmt="s-", color="black", lw=2, capsize=3, label="all classes (95% CI)")
+    ax.errorbar(
+        rings,
+        values,
+        yerr=np.nan_to_num(np.abs(np.stack([values - ci[:, 0], ci[:, 1] - values]))),
+        fmt="s-",
+        color="black",
+        lw=2,
+        capsize=3,
+        label="all classes (95% CI)",
+    )
     p = 2 * len(overall) - 1
-    uniform = [1 / p ** 2] + [8 * r / p ** 2 for r in rings[1:]]
+    uniform = [1 / p**2] + [8 * r / p**2 for r in rings[1:]]
     ax.plot(rings, uniform, ":", color="grey", label="uniform map")
-    ax.set(xlabel="Chebyshev ring (0 = centre pixel)", ylabel="share of positive attribution", title=title,
-           xticks=rings, ylim=(0, None))
+    ax.set(
+        xlabel="Chebyshev ring (0 = centre pixel)",
+        ylabel="share of positive attribution",
+        title=title,
+        xticks=rings,
+        ylim=(0, None),
+    )
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)

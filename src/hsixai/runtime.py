@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import os
 import pickle
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -46,8 +46,14 @@ def save_checkpoint(path: Path, state_dict: dict[str, torch.Tensor], meta: dict)
     torch.save({"state_dict": state_dict, "meta": meta}, path)
 
 
-def load_checkpoint(path: Path, build: Callable[[dict], nn.Module], device: torch.device | str = "cpu", *,
-                    written_by: str, missing_hint: str) -> tuple[nn.Module, dict]:
+def load_checkpoint(
+    path: Path,
+    build: Callable[[dict], nn.Module],
+    device: torch.device | str = "cpu",
+    *,
+    written_by: str,
+    missing_hint: str,
+) -> tuple[nn.Module, dict]:
     """The network `build(meta)` makes, with the checkpoint's weights, on `device` in eval mode, and its metadata.
 
     `written_by` names the stage(s) whose checkpoints these are and
@@ -59,23 +65,32 @@ def load_checkpoint(path: Path, build: Callable[[dict], nn.Module], device: torc
     try:
         checkpoint = torch.load(path, map_location=device, weights_only=True)
     except pickle.UnpicklingError as exc:
-        raise HsixaiError(f"{path}: refused: not a tensors-only checkpoint ({_unpickler_reason(exc)}); "
-                          f"only load checkpoints written by {written_by}") from None
+        raise HsixaiError(
+            f"{path}: refused: not a tensors-only checkpoint ({_unpickler_reason(exc)}); "
+            f"only load checkpoints written by {written_by}"
+        ) from None
     except (RuntimeError, OSError, EOFError, KeyError, ValueError) as exc:  # truncated, empty, not a torch file
-        raise HsixaiError(f"{path}: not a readable checkpoint ({_first_line(exc)}); expected one written by "
-                          f"{written_by}") from None
-    if not (isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict)
-            and isinstance(checkpoint.get("meta"), dict)):
+        raise HsixaiError(
+            f"{path}: not a readable checkpoint ({_first_line(exc)}); expected one written by {written_by}"
+        ) from None
+    if not (
+        isinstance(checkpoint, dict)
+        and isinstance(checkpoint.get("state_dict"), dict)
+        and isinstance(checkpoint.get("meta"), dict)
+    ):
         found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
-        raise HsixaiError(f"{path}: expected a checkpoint with 'state_dict' and 'meta' written by {written_by}, "
-                          f"found {found}")
+        raise HsixaiError(
+            f"{path}: expected a checkpoint with 'state_dict' and 'meta' written by {written_by}, found {found}"
+        )
     meta = checkpoint["meta"]
     try:
         net = build(meta)
         net.load_state_dict(checkpoint["state_dict"])
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # meta lacks a key, or weights do not fit it
-        raise HsixaiError(f"{path}: the weights do not fit the network its metadata describes "
-                          f"({_first_line(exc)}); expected a checkpoint written by {written_by}") from None
+        raise HsixaiError(
+            f"{path}: the weights do not fit the network its metadata describes "
+            f"({_first_line(exc)}); expected a checkpoint written by {written_by}"
+        ) from None
     return net.to(device).eval(), meta
 
 

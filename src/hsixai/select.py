@@ -49,8 +49,10 @@ from .paths import Paths
 
 log = logging.getLogger(__name__)
 LEVEL = 0.95
-TIE_RULE = ("order by the estimate in the criterion's direction; exact ties go to the smaller x; "
-            "the same order gives ranks, the pick, regret and the best test F1")
+TIE_RULE = (
+    "order by the estimate in the criterion's direction; exact ties go to the smaller x; "
+    "the same order gives ranks, the pick, regret and the best test F1"
+)
 TEST_F1 = "f1_macro_test_leakfree"  # what the checks judge by (issue 12: leak-free test pixels only)
 TEST_F1_ALL = "f1_macro_test"  # every test pixel: shown next to it, and checked too, labelled as such
 # name in the report -> (metrics file stem, key in it); the F1s and scores are named as on the MLflow parent run
@@ -112,9 +114,16 @@ def experiments(paths: Paths, env: dict | None = None, include_incomplete: bool 
             metrics = {name: files.get(stem, {}).get(key) for name, (stem, key) in SCALARS.items()}
             complete = metrics[TEST_F1_ALL] is not None and metrics["consistency_jsdiv"] is not None
             if complete or include_incomplete:
-                found.append(Experiment(rev.get("name") or exp.get("name") or str(rev.get("rev"))[:7],
-                                        rev.get("rev") or "", data.get("timestamp") or "", params, metrics,
-                                        complete=complete))
+                found.append(
+                    Experiment(
+                        rev.get("name") or exp.get("name") or str(rev.get("rev"))[:7],
+                        rev.get("rev") or "",
+                        data.get("timestamp") or "",
+                        params,
+                        metrics,
+                        complete=complete,
+                    )
+                )
     return sorted(found, key=lambda e: e.timestamp)
 
 
@@ -126,8 +135,11 @@ def has_experiment(exps: list[Experiment], wanted: dict) -> bool:
 def _matches(e: Experiment, wanted: dict) -> bool:
     # `dvc exp show` lists only the keys the params file has; a key it lacks ran with the code default.
     defaults = tracking.flat_params(Params())
-    return all(_same(e.params[k] if k in e.params else defaults.get(k), v)
-               for k, v in wanted.items() if not k.startswith("sweep."))
+    return all(
+        _same(e.params[k] if k in e.params else defaults.get(k), v)
+        for k, v in wanted.items()
+        if not k.startswith("sweep.")
+    )
 
 
 def _same(a, b) -> bool:
@@ -138,8 +150,9 @@ def _same(a, b) -> bool:
 
 def _committed_json(paths: Paths, rev: str, path: Path) -> dict:
     """A small JSON output as the experiment's git commit holds it (cache: false outputs are committed)."""
-    proc = subprocess.run(["git", "show", f"{rev}:{path.relative_to(paths.root)}"], cwd=paths.root,
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "show", f"{rev}:{path.relative_to(paths.root)}"], cwd=paths.root, capture_output=True, text=True
+    )
     return json.loads(proc.stdout) if proc.returncode == 0 else {}
 
 
@@ -155,7 +168,9 @@ def load_details(paths: Paths, e: Experiment) -> None:
         TEST_F1: [i.get("f1_macro_leakfree") for i in files["evaluate"].get("per_instance") or []],
     }
     e.leakage = files["evaluate"].get("leakage") or {}
-    e.metrics["xai_samples_per_class"] = [c.get("samples") for c in (files["consistency"].get("per_class") or {}).values()]
+    e.metrics["xai_samples_per_class"] = [
+        c.get("samples") for c in (files["consistency"].get("per_class") or {}).values()
+    ]
     e.replicates = _committed_json(paths, e.rev, paths.bootstrap_replicates)
 
 
@@ -193,7 +208,10 @@ def paired_difference(best: Experiment, other: Experiment, quantity: str, sign: 
     """95% interval of sign * (best - other) and what it says: tied, behind, favoured_by_interval or unknown."""
     if quantity == "f1_macro_val":
         return _welch_difference(best, other, quantity, sign)
-    a, b = (best.replicates.get("statistics") or {}).get(quantity), (other.replicates.get("statistics") or {}).get(quantity)
+    a, b = (
+        (best.replicates.get("statistics") or {}).get(quantity),
+        (other.replicates.get("statistics") or {}).get(quantity),
+    )
     why = _unpaired_reason(best, other) if a and b else f"no bootstrap replicates of {quantity}"
     if why:
         return {"method": "paired bootstrap", "status": "unknown", "reason": why}
@@ -231,7 +249,7 @@ def _welch_difference(best: Experiment, other: Experiment, quantity: str, sign: 
     se = np.sqrt(va + vb)
     if se == 0:
         return _verdict(method, estimate, [estimate, estimate])
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    df = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
     half = stats.t.ppf((1 + LEVEL) / 2, df) * se
     return _verdict(method, estimate, [estimate - half, estimate + half])
 
@@ -239,8 +257,12 @@ def _welch_difference(best: Experiment, other: Experiment, quantity: str, sign: 
 def _verdict(method: str, estimate: float, interval: list[float]) -> dict:
     low, high = interval
     status = "tied" if low <= 0 <= high else ("behind" if low > 0 else "favoured_by_interval")
-    return {"method": method, "difference": float(estimate), "difference_ci": [float(low), float(high)],
-            "status": status}
+    return {
+        "method": method,
+        "difference": float(estimate),
+        "difference_ci": [float(low), float(high)],
+        "status": status,
+    }
 
 
 def _spearman(values: list[float | None], test: list[float | None]) -> float | None:
@@ -263,9 +285,20 @@ def check_criterion(points: list[Experiment | None], xs: list, criterion: str) -
     sign, quantity = parse_criterion(criterion)
     values = [None if e is None else _value(e, quantity) for e in points]
     missing = [x for x, v in zip(xs, values) if v is None]
-    out: dict = {"direction": "max" if sign > 0 else "min", "quantity": quantity, "pick": None, "estimate": None,
-                 "missing": missing, "complete": not missing, "exact_tie": [], "tied": [], "behind": [],
-                 "favoured_by_interval": [], "unknown": [], "comparisons": {}}
+    out: dict = {
+        "direction": "max" if sign > 0 else "min",
+        "quantity": quantity,
+        "pick": None,
+        "estimate": None,
+        "missing": missing,
+        "complete": not missing,
+        "exact_tie": [],
+        "tied": [],
+        "behind": [],
+        "favoured_by_interval": [],
+        "unknown": [],
+        "comparisons": {},
+    }
     ranks = rank(values, xs, sign)
     out["ranks"] = {str(x): r for x, r in zip(xs, ranks)}
     ranked = order(values, xs, sign)
@@ -297,8 +330,9 @@ def _f1_checks(points: list[Experiment | None], xs: list, values: list, best: in
     return out
 
 
-def analyse_group(points: list[Experiment | None], xs: list, x_key: str, criterion: str,
-                  reasons: dict | None = None) -> dict:
+def analyse_group(
+    points: list[Experiment | None], xs: list, x_key: str, criterion: str, reasons: dict | None = None
+) -> dict:
     """Every criterion on one group; `points` follows the expected `xs`, None where missing (reason in `reasons`)."""
     reasons = reasons or {}
     rows = []
@@ -319,14 +353,25 @@ def analyse_group(points: list[Experiment | None], xs: list, x_key: str, criteri
         top = order(test, xs, 1)
         best_f1[key] = xs[top[0]] if top and None not in test else None
     chosen = criteria[criterion]
-    recommended = {"criterion": criterion, x_key: chosen["pick"], "tied": chosen["tied"],
-                   "exact_tie": chosen["exact_tie"], "favoured_by_interval": chosen["favoured_by_interval"],
-                   "complete": chosen["complete"] and not missing,
-                   "missing": sorted({m[x_key] for m in missing} | set(chosen["missing"]))}
+    recommended = {
+        "criterion": criterion,
+        x_key: chosen["pick"],
+        "tied": chosen["tied"],
+        "exact_tie": chosen["exact_tie"],
+        "favoured_by_interval": chosen["favoured_by_interval"],
+        "complete": chosen["complete"] and not missing,
+        "missing": sorted({m[x_key] for m in missing} | set(chosen["missing"])),
+    }
     for c in criteria.values():
         c["summary"] = summary_sentences(c, x_key, best_f1)
-    return {"rows": rows, "missing": missing, "best_test_f1_leakfree": best_f1[TEST_F1],
-            "best_test_f1_all_pixels": best_f1[TEST_F1_ALL], "criteria": criteria, "recommended": recommended}
+    return {
+        "rows": rows,
+        "missing": missing,
+        "best_test_f1_leakfree": best_f1[TEST_F1],
+        "best_test_f1_all_pixels": best_f1[TEST_F1_ALL],
+        "criteria": criteria,
+        "recommended": recommended,
+    }
 
 
 def summary_sentences(c: dict, x_key: str, best_f1: dict) -> str:
@@ -348,13 +393,21 @@ def summary_sentences(c: dict, x_key: str, best_f1: dict) -> str:
         parts.append(f"missing: {_xs(c['missing'])}" + (" (incomplete)" if c["missing"] else ""))
         first = "; ".join(parts) + "."
     if c["missing_test_f1_leakfree"]:
-        second = (f"No comparison with leak-free test F1: {_xs(c['missing_test_f1_leakfree'])} lack it"
-                  + (f" (all test pixels, best at {best_f1[TEST_F1_ALL]}: Spearman "
-                     f"{_f(c['spearman_with_test_f1_all_pixels'])}, regret {_f(c['regret_test_f1_all_pixels'])})"
-                     if best_f1.get(TEST_F1_ALL) is not None else "") + ".")
+        second = (
+            f"No comparison with leak-free test F1: {_xs(c['missing_test_f1_leakfree'])} lack it"
+            + (
+                f" (all test pixels, best at {best_f1[TEST_F1_ALL]}: Spearman "
+                f"{_f(c['spearman_with_test_f1_all_pixels'])}, regret {_f(c['regret_test_f1_all_pixels'])})"
+                if best_f1.get(TEST_F1_ALL) is not None
+                else ""
+            )
+            + "."
+        )
     else:
-        second = (f"Against leak-free test F1 (best at {x_key} {best_f1[TEST_F1]}): Spearman "
-                  f"{_f(c['spearman_with_test_f1_leakfree'])}, regret {_f(c['regret_test_f1_leakfree'])}.")
+        second = (
+            f"Against leak-free test F1 (best at {x_key} {best_f1[TEST_F1]}): Spearman "
+            f"{_f(c['spearman_with_test_f1_leakfree'])}, regret {_f(c['regret_test_f1_leakfree'])}."
+        )
     return f"{first} {second}"
 
 
@@ -375,8 +428,14 @@ def _group_label(params: dict, group_keys: list[str]) -> str:
     return ", ".join(f"{k}={params.get(k)}" for k in group_keys) or "all"
 
 
-def run(params: Params, paths: Paths, progress: bool = True, env: dict | None = None,
-        expected: list[dict] | None = None, failed: dict[str, dict] | None = None) -> dict:
+def run(
+    params: Params,
+    paths: Paths,
+    progress: bool = True,
+    env: dict | None = None,
+    expected: list[dict] | None = None,
+    failed: dict[str, dict] | None = None,
+) -> dict:
     """Run the selection. Returns reports/selection.json's content.
 
     expected: the flat params of every point that should be there (from
@@ -395,8 +454,9 @@ def run(params: Params, paths: Paths, progress: bool = True, env: dict | None = 
         latest[json.dumps({k: v for k, v in e.params.items() if not k.startswith("sweep.")}, sort_keys=True)] = e
     for e in latest.values():
         load_details(paths, e)
-    report = build_report(list(latest.values()), params.sweep.criterion, expected, failed,
-                          [e for e in everything if not e.complete])
+    report = build_report(
+        list(latest.values()), params.sweep.criterion, expected, failed, [e for e in everything if not e.complete]
+    )
 
     with staged_outputs(paths.reports_dir) as (out,):
         staged = paths.selection_report(out)
@@ -408,8 +468,13 @@ def run(params: Params, paths: Paths, progress: bool = True, env: dict | None = 
     return report
 
 
-def build_report(exps: list[Experiment], criterion: str, expected: list[dict] | None = None,
-                 failed: dict[str, dict] | None = None, incomplete: list[Experiment] | None = None) -> dict:
+def build_report(
+    exps: list[Experiment],
+    criterion: str,
+    expected: list[dict] | None = None,
+    failed: dict[str, dict] | None = None,
+    incomplete: list[Experiment] | None = None,
+) -> dict:
     """reports/selection.json's content from completed experiments (one per point) and the expected grid.
 
     Without `expected`, the grid is every combination of the groups and the x
@@ -423,10 +488,17 @@ def build_report(exps: list[Experiment], criterion: str, expected: list[dict] | 
     group_keys = [k for k in varying if k != x_key]
     xs = sorted({p.get(x_key) for p in basis}, key=lambda v: (v is None, v))
     labels = sorted({_group_label(p, group_keys) for p in basis})
-    report: dict = {"criterion": criterion, "x": x_key, "group_by": group_keys, "tie_rule": TIE_RULE,
-                    "interval": "95%: basic bootstrap of paired replicates (consistency scores, centre share); "
-                                "Welch over instances (validation F1)",
-                    "judged_by": TEST_F1, "failed": sorted(failed), "groups": {}}
+    report: dict = {
+        "criterion": criterion,
+        "x": x_key,
+        "group_by": group_keys,
+        "tie_rule": TIE_RULE,
+        "interval": "95%: basic bootstrap of paired replicates (consistency scores, centre share); "
+        "Welch over instances (validation F1)",
+        "judged_by": TEST_F1,
+        "failed": sorted(failed),
+        "groups": {},
+    }
     for label in labels:
         points, reasons = [], {}
         for x in xs:
@@ -440,8 +512,9 @@ def build_report(exps: list[Experiment], criterion: str, expected: list[dict] | 
     return report
 
 
-def _missing_reason(label: str, x, x_key: str, group_keys: list[str], failed: dict[str, dict],
-                    incomplete: list[Experiment]) -> str:
+def _missing_reason(
+    label: str, x, x_key: str, group_keys: list[str], failed: dict[str, dict], incomplete: list[Experiment]
+) -> str:
     def here(p: dict) -> bool:
         return _group_label(p, group_keys) == label and _same(p.get(x_key), x)
 
@@ -462,40 +535,58 @@ def markdown(report: dict) -> str:
         lines += [f"**Incomplete**: missing points ({where or 'a criterion lacks values, see below'}).", ""]
     if report.get("failed"):
         lines += [f"Failed experiments: {', '.join(report['failed'])}.", ""]
-    lines += [f"Tie rule: {report['tie_rule']}. Intervals: {report['interval']}. Checks judge by "
-              f"`{report['judged_by']}`.", ""]
+    lines += [
+        f"Tie rule: {report['tie_rule']}. Intervals: {report['interval']}. Checks judge by `{report['judged_by']}`.",
+        "",
+    ]
     for label, g in report["groups"].items():
         rec = g["recommended"]
         status = "" if rec["complete"] else f" — **incomplete** (missing {x}: {_xs(rec['missing'])})"
         tied = f", statistically tied with {x} {_xs(rec['tied'])}" if rec["tied"] else ", ahead of every other point"
         if rec[x] is None:
             tied = ""
-        lines += [f"## {label}", "", f"Recommended {x}: **{rec[x]}** by `{rec['criterion']}`{tied}{status}. "
-                  f"Best leak-free test F1 at {x} = {g['best_test_f1_leakfree']}; on all test pixels at "
-                  f"{g['best_test_f1_all_pixels']}.", ""]
-        lines += [f"| {x} | F1 val | F1 test leak-free | F1 test all pixels | consistency_jsdiv | "
-                  f"consistency_instances | consistency_concordance | centre share (uniform) | test leakage "
-                  f"(same class) |", "|" + " --- |" * 9]
+        lines += [
+            f"## {label}",
+            "",
+            f"Recommended {x}: **{rec[x]}** by `{rec['criterion']}`{tied}{status}. "
+            f"Best leak-free test F1 at {x} = {g['best_test_f1_leakfree']}; on all test pixels at "
+            f"{g['best_test_f1_all_pixels']}.",
+            "",
+        ]
+        lines += [
+            f"| {x} | F1 val | F1 test leak-free | F1 test all pixels | consistency_jsdiv | "
+            f"consistency_instances | consistency_concordance | centre share (uniform) | test leakage "
+            f"(same class) |",
+            "|" + " --- |" * 9,
+        ]
         for r in g["rows"]:
             if "missing" in r:
                 lines.append(f"| {r[x]} | missing: {r['missing']} |" + " |" * 7)
                 continue
             leak = (r.get("leakage") or {}).get("test_same_class")
-            lines.append(f"| {r[x]} | {_f(r['f1_macro_val'])} ± {_f(r['f1_macro_val_std'])} | "
-                         f"{_f(r[TEST_F1])} ± {_f(r[f'{TEST_F1}_std'])} | {_f(r[TEST_F1_ALL])} | "
-                         f"{_f(r['consistency_jsdiv'])}{_ci(r['consistency_jsdiv_ci'])} | "
-                         f"{_f(r['consistency_instances'])}{_ci(r['consistency_instances_ci'])} | "
-                         f"{_f(r['consistency_concordance'])}{_ci(r['consistency_concordance_ci'])} | "
-                         f"{_f(r['centre_share'])}{_ci(r['centre_share_ci'])} ({_f(r['centre_share_uniform'])}) | "
-                         f"{_f(leak)} |")
-        lines += ["", "| criterion | pick | tied with | Spearman with leak-free test F1 | regret (leak-free) | "
-                      "Spearman (all pixels) | regret (all pixels) | missing |", "|" + " --- |" * 8]
+            lines.append(
+                f"| {r[x]} | {_f(r['f1_macro_val'])} ± {_f(r['f1_macro_val_std'])} | "
+                f"{_f(r[TEST_F1])} ± {_f(r[f'{TEST_F1}_std'])} | {_f(r[TEST_F1_ALL])} | "
+                f"{_f(r['consistency_jsdiv'])}{_ci(r['consistency_jsdiv_ci'])} | "
+                f"{_f(r['consistency_instances'])}{_ci(r['consistency_instances_ci'])} | "
+                f"{_f(r['consistency_concordance'])}{_ci(r['consistency_concordance_ci'])} | "
+                f"{_f(r['centre_share'])}{_ci(r['centre_share_ci'])} ({_f(r['centre_share_uniform'])}) | "
+                f"{_f(leak)} |"
+            )
+        lines += [
+            "",
+            "| criterion | pick | tied with | Spearman with leak-free test F1 | regret (leak-free) | "
+            "Spearman (all pixels) | regret (all pixels) | missing |",
+            "|" + " --- |" * 8,
+        ]
         for name, c in g["criteria"].items():
-            lines.append(f"| `{name}` | {c['pick']} | {_xs(c['tied'])} | {_f(c['spearman_with_test_f1_leakfree'])} | "
-                         f"{_f(c['regret_test_f1_leakfree'])} | {_f(c['spearman_with_test_f1_all_pixels'])} | "
-                         f"{_f(c['regret_test_f1_all_pixels'])} | {_xs(c['missing'])} |")
+            lines.append(
+                f"| `{name}` | {c['pick']} | {_xs(c['tied'])} | {_f(c['spearman_with_test_f1_leakfree'])} | "
+                f"{_f(c['regret_test_f1_leakfree'])} | {_f(c['spearman_with_test_f1_all_pixels'])} | "
+                f"{_f(c['regret_test_f1_all_pixels'])} | {_xs(c['missing'])} |"
+            )
         lines.append("")
-        for name, c in g["criteria"].items():
+        for c in g["criteria"].values():
             lines += [f"- {c['summary']}"]
         lines.append("")
     return "\n".join(lines) + "\n"

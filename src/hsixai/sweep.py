@@ -18,9 +18,9 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from itertools import product
 from pathlib import Path
-from typing import Iterator
 
 from . import select, tracking
 from .config import Params, Profile, load_profile
@@ -36,6 +36,7 @@ POINT_STAGES = ("consistency",)
 
 def git_identity_env(root: Path) -> dict[str, str]:
     """GIT_AUTHOR_*/GIT_COMMITTER_* for DVC's experiment commits when git has no identity configured."""
+
     def configured(key: str) -> bool:
         out = subprocess.run(["git", "config", key], cwd=root, capture_output=True, text=True)
         return bool(out.stdout.strip())
@@ -65,9 +66,20 @@ def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
     root = tracking.tracking_root(paths)
     port = _free_port()
     log_path = root.mlflow_server_log
-    cmd = [str(Path(sys.executable).parent / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{root.mlflow_db}",
-           "--artifacts-destination", str(root.mlartifacts), "--workers", "1"]
+    cmd = [
+        str(Path(sys.executable).parent / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{root.mlflow_db}",
+        "--artifacts-destination",
+        str(root.mlartifacts),
+        "--workers",
+        "1",
+    ]
     with open(log_path, "w") as log_file:
         # No job runner: MLflow 3.17 otherwise starts ~7 Huey consumer processes (for GenAI scoring jobs this
         # project never submits) that polled away about a fifth of a core during a sweep on 2 cores.
@@ -118,8 +130,10 @@ def load_named_profile(paths: Paths, name: str, params: Params) -> Profile:
     path = paths.settings_profile(name)
     if not path.is_file():
         known = paths.settings_profile_names()
-        raise HsixaiError(f"--profile: expected one of {', '.join(known) or 'no profiles'} "
-                          f"(files in {paths.settings_profiles_dir}), found {name!r}")
+        raise HsixaiError(
+            f"--profile: expected one of {', '.join(known) or 'no profiles'} "
+            f"(files in {paths.settings_profiles_dir}), found {name!r}"
+        )
     return load_profile(path, params)
 
 
@@ -130,15 +144,20 @@ def points(params: Params, profile: Profile | None = None) -> list[tuple[str, in
     point setting whatever its (per-model) profile params change from params.yaml.
     """
     swept = profile.params if profile else params
-    return [(model, patch, point_settings(params, profile.for_model(model) if profile else params))
-            for model, patch in product(swept.sweep.models, swept.sweep.patch_sizes)]
+    return [
+        (model, patch, point_settings(params, profile.for_model(model) if profile else params))
+        for model, patch in product(swept.sweep.models, swept.sweep.patch_sizes)
+    ]
 
 
 def point_settings(workspace: Params, point: Params) -> dict:
     """The flat params an experiment sets (dvc exp run -S) over the workspace's params.yaml to run with `point`'s."""
     here = tracking.flat_params(workspace)
-    settings = {k: v for k, v in tracking.flat_params(point).items()
-                if k not in ("model", "patch_size") and not k.startswith("sweep.") and v != here.get(k)}
+    settings = {
+        k: v
+        for k, v in tracking.flat_params(point).items()
+        if k not in ("model", "patch_size") and not k.startswith("sweep.") and v != here.get(k)
+    }
     # An experiment keeps the workspace's sweep.* keys, against which its split.buffer "auto" would resolve:
     # it gets the buffer that the point's own sweep resolves to.
     if point.split_buffer != point.split.resolve_buffer(workspace.sweep.patch_sizes):
@@ -146,16 +165,20 @@ def point_settings(workspace: Params, point: Params) -> dict:
     return settings
 
 
-def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = None,
-        profile: str | None = None) -> dict:
+def run(
+    params: Params, paths: Paths, progress: bool = True, jobs: int | None = None, profile: str | None = None
+) -> dict:
     """Queue the missing points, run the queue, wait, report failures, then select over the whole grid.
 
     profile: the name of a settings profile (profiles/<name>.yaml) to sweep instead of params.yaml's points.
     """
     settings = load_named_profile(paths, profile, params) if profile else None
     root = paths.root
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-           **git_identity_env(root)}
+    env = {
+        **os.environ,
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        **git_identity_env(root),
+    }
     swept = settings.params if settings else params  # the sweep's own settings: jobs, criterion
     jobs = jobs or swept.sweep.jobs
     # Parallel workers share the cores: more threads per worker than that only thrash.
@@ -166,10 +189,16 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     existing = select.experiments(paths, env)
     current = tracking.flat_params(params)
     expected = [{**current, "model": m, "patch_size": p, **extra} for m, p, extra in everything]
-    todo = [(m, p, extra) for (m, p, extra), point in zip(everything, expected)
-            if not select.has_experiment(existing, point)]
-    print(f"sweep: {len(everything)} points, {len(everything) - len(todo)} already done, "
-          f"{len(todo)} to run with {jobs} worker(s)", flush=True)
+    todo = [
+        (m, p, extra)
+        for (m, p, extra), point in zip(everything, expected)
+        if not select.has_experiment(existing, point)
+    ]
+    print(
+        f"sweep: {len(everything)} points, {len(everything) - len(todo)} already done, "
+        f"{len(todo)} to run with {jobs} worker(s)",
+        flush=True,
+    )
     failed: dict[str, str] = {}
     queued: dict[str, dict] = {}  # experiment name -> its point's params
     if todo:
@@ -179,8 +208,11 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
             for model, patch, extra in todo:
                 name = f"{model}-p{patch}-{int(time.time()) % 100000}"
                 settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
-                _dvc(["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s)),
-                      *POINT_STAGES], root, env)
+                _dvc(
+                    ["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s)), *POINT_STAGES],
+                    root,
+                    env,
+                )
                 names.append(name)
                 queued[name] = {**current, "model": model, "patch_size": patch, **extra}
             _dvc(["queue", "start", "-j", str(jobs)], root, env)
@@ -189,10 +221,15 @@ def run(params: Params, paths: Paths, progress: bool = True, jobs: int | None = 
     for name, logs in failed.items():
         print(f"sweep: experiment {name} FAILED; the end of its log:\n{logs}", file=sys.stderr)
     if failed:  # said before the selection is written, which marks these points missing
-        print(f"sweep: {len(failed)} of {len(todo)} experiments failed ({', '.join(failed)}); the selection "
-              f"below is incomplete", file=sys.stderr, flush=True)
-    report = select.run(swept, paths, progress, env=env, expected=expected,
-                        failed={name: queued[name] for name in failed})
+        print(
+            f"sweep: {len(failed)} of {len(todo)} experiments failed ({', '.join(failed)}); the selection "
+            f"below is incomplete",
+            file=sys.stderr,
+            flush=True,
+        )
+    report = select.run(
+        swept, paths, progress, env=env, expected=expected, failed={name: queued[name] for name in failed}
+    )
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
     return report
@@ -219,4 +256,3 @@ def _wait(names: list[str], root: Path, env: dict[str, str], progress: bool) -> 
             logs = _dvc(["queue", "logs", name], root, env, check=False)
             failed[name] = "\n".join((logs.stdout + logs.stderr).strip().splitlines()[-40:])
     return failed
-

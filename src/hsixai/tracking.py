@@ -15,13 +15,13 @@ import logging
 import os
 import subprocess
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Literal
 
 from .config import SELECTION_QUANTITIES, Params
 from .paths import Paths
-
 
 # The stage modules import this one at their top, so this is close to the start of a stage's process: the
 # `stage_seconds` metric (wall time from here to the end of the stage's run) says where a sweep's time goes.
@@ -105,7 +105,7 @@ class StageRun:
 
         items = [Param(k, str(v)) for k, v in values.items()]
         for start in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[start:start + 100])
+            self.client.log_batch(self.run_id, params=items[start : start + 100])
 
     def log_metrics(self, values: dict[str, float], step: int | None = None, to: Target = "run") -> None:
         """Numbers (with `step` for curves) on this run, on the experiment's parent run, or on both."""
@@ -125,10 +125,13 @@ class StageRun:
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        points = [Metric(name, value, now, step) for name, values in curves.items()
-                  for step, value in enumerate(values, start=1)]
+        points = [
+            Metric(name, value, now, step)
+            for name, values in curves.items()
+            for step, value in enumerate(values, start=1)
+        ]
         for start in range(0, len(points), 1000):
-            self.client.log_batch(self.run_id, metrics=points[start:start + 1000])
+            self.client.log_batch(self.run_id, metrics=points[start : start + 1000])
 
     def log_experiment_summary(self) -> None:
         """Copy the experiment's headline numbers from the metrics files onto the parent run.
@@ -161,8 +164,11 @@ class StageRun:
 
 def headline_metrics(stage: str, result: dict) -> dict[str, float]:
     """The headline numbers of one stage's metrics file (HEADLINE_METRICS), named as on the parent run."""
-    return {name: result[key] for name, (stem, key) in HEADLINE_METRICS.items()
-            if stem == stage and result.get(key) is not None}
+    return {
+        name: result[key]
+        for name, (stem, key) in HEADLINE_METRICS.items()
+        if stem == stage and result.get(key) is not None
+    }
 
 
 def consistency_metrics(result: dict) -> dict[str, float]:
@@ -185,9 +191,15 @@ def log_selection(params: Params, paths: Paths, report: dict, files: list[Path])
 
     mlflow_client = client(paths)
     exp_id = experiment_id(mlflow_client, params.tracking.experiment, paths)
-    run = mlflow_client.create_run(exp_id, run_name="selection",
-                                   tags={"hsixai.role": "selection", "hsixai.commit": git_commit(paths.root),
-                                         "hsixai.selection_complete": str(report["complete"]).lower()})
+    run = mlflow_client.create_run(
+        exp_id,
+        run_name="selection",
+        tags={
+            "hsixai.role": "selection",
+            "hsixai.commit": git_commit(paths.root),
+            "hsixai.selection_complete": str(report["complete"]).lower(),
+        },
+    )
     mlflow_client.log_param(run.info.run_id, "criterion", report["criterion"])
     x_key = report["x"]
     metrics = {}
@@ -236,8 +248,9 @@ def stage_run(stage: str, params: Params, paths: Paths, experiment: str | None =
     params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
     tags = {"hsixai.experiment": name, "hsixai.commit": commit, "hsixai.params_hash": params_hash}
     parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat, paths)
-    child = mlflow_client.create_run(exp_id, run_name=stage, tags={**tags, PARENT_RUN_ID: parent_id,
-                                                                  "hsixai.role": "stage", "hsixai.stage": stage})
+    child = mlflow_client.create_run(
+        exp_id, run_name=stage, tags={**tags, PARENT_RUN_ID: parent_id, "hsixai.role": "stage", "hsixai.stage": stage}
+    )
     run = StageRun(mlflow_client, child.info.run_id, parent_id, paths)
     try:
         yield run
@@ -262,8 +275,9 @@ def experiment_id(client: Any, name: str, paths: Paths) -> str:
         return experiment.experiment_id
 
 
-def _parent_run(client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any],
-                paths: Paths) -> str:
+def _parent_run(
+    client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any], paths: Paths
+) -> str:
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and tags.`hsixai.role` = 'experiment'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:

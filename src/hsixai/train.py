@@ -74,9 +74,17 @@ def init_ranks(device: torch.device) -> Ranks:
     return Ranks(dist.get_rank(), dist.get_world_size())
 
 
-def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Split, n_classes: int,
-                   instance: int, ranks: Ranks = Ranks(), progress: bool = True,
-                   on_epoch=None) -> InstanceResult:
+def train_instance(
+    params: Params,
+    sampler: PatchSampler,
+    train: Split,
+    dev: Split,
+    n_classes: int,
+    instance: int,
+    ranks: Ranks = Ranks(),
+    progress: bool = True,
+    on_epoch=None,
+) -> InstanceResult:
     """Train one model instance with seed `params.seed + instance`; keep its best-dev weights."""
     cfg: TrainConfig = params.train
     seed = params.seed + instance
@@ -91,8 +99,9 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     steps_per_epoch = math.ceil(len(train) / cfg.batch_size)
     if cfg.max_batches_per_epoch:
         steps_per_epoch = min(steps_per_epoch, cfg.max_batches_per_epoch)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=cfg.max_lr_factor * cfg.lr,
-                                                   total_steps=cfg.epochs * steps_per_epoch)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimiser, max_lr=cfg.max_lr_factor * cfg.lr, total_steps=cfg.epochs * steps_per_epoch
+    )
     weights = torch.ones(n_classes)
     if cfg.class_weights:
         weights = torch.from_numpy(balanced_class_weights(train.labels.cpu().numpy(), n_classes)).float()
@@ -101,16 +110,30 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
 
     best_f1, best_epoch, best_state, history = -1.0, -1, None, []
     start = time.perf_counter()
-    epochs = tqdm(range(1, cfg.epochs + 1), desc=f"train {params.model} p={params.patch_size} #{instance}",
-                  unit="epoch", disable=not (progress and ranks.main))
+    epochs = tqdm(
+        range(1, cfg.epochs + 1),
+        desc=f"train {params.model} p={params.patch_size} #{instance}",
+        unit="epoch",
+        disable=not (progress and ranks.main),
+    )
     for epoch in epochs:
         # Shuffled each epoch, so a bounded epoch sees a new random subset of the batches.
-        shuffled = itertools.islice(sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle),
-                                    steps_per_epoch)
-        batches = tqdm(shuffled, total=steps_per_epoch,
-                       desc="batches", unit="batch", leave=False, disable=not (progress and ranks.main))
-        record = {"epoch": epoch, "loss": train_epoch(net, batches, optimiser, schedule, weights, ranks),
-                  "lr": schedule.get_last_lr()[0]}
+        shuffled = itertools.islice(
+            sampler.batches(train.centres, train.labels, cfg.batch_size, shuffle), steps_per_epoch
+        )
+        batches = tqdm(
+            shuffled,
+            total=steps_per_epoch,
+            desc="batches",
+            unit="batch",
+            leave=False,
+            disable=not (progress and ranks.main),
+        )
+        record = {
+            "epoch": epoch,
+            "loss": train_epoch(net, batches, optimiser, schedule, weights, ranks),
+            "lr": schedule.get_last_lr()[0],
+        }
         if ranks.main:
             pred = predict(model, sampler, dev.centres, cfg.eval_batch_size).argmax(axis=1)
             record["f1_macro_val"] = f1_macro(dev.labels.cpu().numpy(), pred, n_classes)
@@ -124,8 +147,9 @@ def train_instance(params: Params, sampler: PatchSampler, train: Split, dev: Spl
     return InstanceResult(seed, best_state or {}, best_epoch, best_f1, time.perf_counter() - start, history)
 
 
-def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, schedule, weights: torch.Tensor,
-                ranks: Ranks = Ranks()) -> float:
+def train_epoch(
+    net: nn.Module, batches, optimiser: torch.optim.Optimizer, schedule, weights: torch.Tensor, ranks: Ranks = Ranks()
+) -> float:
     """One pass over `batches` of (patches, labels) with class-weighted cross-entropy; the epoch's mean loss.
 
     Under DDP each rank takes every world-th sample of the global batch and
@@ -142,7 +166,7 @@ def train_epoch(net: nn.Module, batches, optimiser: torch.optim.Optimizer, sched
             if len(y) < ranks.world:  # every rank needs a share; all ranks skip the same last batch
                 schedule.step()
                 continue
-            x, y = x[ranks.rank::ranks.world], y[ranks.rank::ranks.world]
+            x, y = x[ranks.rank :: ranks.world], y[ranks.rank :: ranks.world]
         optimiser.zero_grad(set_to_none=True)
         per_sample = nn.functional.cross_entropy(net(x), y, weight=weights, reduction="none")
         loss_share = per_sample.sum()
@@ -179,16 +203,24 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         return {}
 
     with tracking.stage_run("train", params, paths) as mlrun:
-        mlrun.log_params({k: v for k, v in tracking.flat_params(params).items()
-                          if k in ("seed", "model", "patch_size") or k.startswith("train.")})
+        mlrun.log_params(
+            {
+                k: v
+                for k, v in tracking.flat_params(params).items()
+                if k in ("seed", "model", "patch_size") or k.startswith("train.")
+            }
+        )
         mlrun.log_params({"device": str(device), "world_size": ranks.world, "n_train": len(train), "n_dev": len(dev)})
 
         def on_epoch(instance: int, record: dict) -> None:
-            mlrun.log_metrics({f"instance{instance}.{k}": v for k, v in record.items() if k != "epoch"},
-                              step=record["epoch"])
+            mlrun.log_metrics(
+                {f"instance{instance}.{k}": v for k, v in record.items() if k != "epoch"}, step=record["epoch"]
+            )
 
-        results = [train_instance(params, sampler, train, dev, n_classes, i, ranks, progress, on_epoch)
-                   for i in range(params.train.instances)]
+        results = [
+            train_instance(params, sampler, train, dev, n_classes, i, ranks, progress, on_epoch)
+            for i in range(params.train.instances)
+        ]
         f1_mean, f1_std = mean_std([r.f1_macro_val for r in results])
         # Results only: wall times differ run to run, so they go to MLflow, not to this DVC metrics file.
         summary = {
@@ -198,20 +230,37 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             "n_dev": len(dev),
             "device": str(device),
             "world_size": ranks.world,
-            "instances": [{"seed": r.seed, "best_epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val}
-                          for r in results],
+            "instances": [
+                {"seed": r.seed, "best_epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val} for r in results
+            ],
         }
-        with staged_outputs(paths.models_dir, paths.plots_dir("train"), paths.figures_dir("train"),
-                            files=(paths.metrics("train"),)) as (models, curves, figs, metrics_file):
+        with staged_outputs(
+            paths.models_dir, paths.plots_dir("train"), paths.figures_dir("train"), files=(paths.metrics("train"),)
+        ) as (models, curves, figs, metrics_file):
             for i, r in enumerate(results):
-                save_checkpoint(paths.checkpoint(i, models), r.state_dict,
-                                {"model": params.model, "patch_size": params.patch_size, "n_bands": sampler.n_bands,
-                                 "bands": bands, "n_classes": n_classes, "class_names": meta["class_names"],
-                                 "n_comps": params.train.n_comps, "seed": r.seed, "instance": i,
-                                 "epoch": r.best_epoch, "f1_macro_val": r.f1_macro_val})
+                save_checkpoint(
+                    paths.checkpoint(i, models),
+                    r.state_dict,
+                    {
+                        "model": params.model,
+                        "patch_size": params.patch_size,
+                        "n_bands": sampler.n_bands,
+                        "bands": bands,
+                        "n_classes": n_classes,
+                        "class_names": meta["class_names"],
+                        "n_comps": params.train.n_comps,
+                        "seed": r.seed,
+                        "instance": i,
+                        "epoch": r.best_epoch,
+                        "f1_macro_val": r.f1_macro_val,
+                    },
+                )
                 _write_curve(paths.training_curve(i, curves), r.history)
-            plots.training_curves([r.history for r in results], paths.figures("train", figs).training_curves,
-                                  f"{params.model}, patch {params.patch_size}")
+            plots.training_curves(
+                [r.history for r in results],
+                paths.figures("train", figs).training_curves,
+                f"{params.model}, patch {params.patch_size}",
+            )
             write_json(metrics_file, summary)
         mlrun.log_metrics({f"instance{i}.train_time_s": r.seconds for i, r in enumerate(results)})
         mlrun.log_metrics({"f1_macro_val": f1_mean, "train_time_s": sum(r.seconds for r in results)}, to="both")

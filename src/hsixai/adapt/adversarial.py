@@ -28,9 +28,25 @@ from ..paths import Paths
 from .common import EXPERIMENT, arms, device_of, load_few, load_prepared, load_segmenter, save_segmenter, seeds
 from .training import RunRecord, train_arm
 
-LOGGED_PARAMS = ("pairs", "arms", "tile", "feature_map", "iterations", "d_steps", "t_steps", "d_lr", "t_lr", "d_target_pixels",
-                 "feature_attention", "target_batchnorm", "d_mode_in_t_steps", "stop_loss_d", "stop_loss_t",
-                 "stop_patience", "target_labels_per_class")
+LOGGED_PARAMS = (
+    "pairs",
+    "arms",
+    "tile",
+    "feature_map",
+    "iterations",
+    "d_steps",
+    "t_steps",
+    "d_lr",
+    "t_lr",
+    "d_target_pixels",
+    "feature_attention",
+    "target_batchnorm",
+    "d_mode_in_t_steps",
+    "stop_loss_d",
+    "stop_loss_t",
+    "stop_patience",
+    "target_labels_per_class",
+)
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
@@ -48,26 +64,47 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 records.setdefault(pair, []).append(record)
                 outputs.append((pair, record, net, gate, meta))
                 if progress and arm != "adabn":
-                    print(f"adapt: {pair} seed {seed} {arm}: {record.iterations} iterations "
-                          f"({'stopped by the rule' if record.stopped_by_rule else 'at the cap'}), "
-                          f"{record.seconds / max(record.iterations, 1):.2f} s per iteration", flush=True)
-    summary = {pair: {"runs": [_public(r) for r in rs],
-                      "hit_cap": sum(1 for r in rs if r.arm != "adabn" and not r.stopped_by_rule)}
-               for pair, rs in records.items()}
+                    print(
+                        f"adapt: {pair} seed {seed} {arm}: {record.iterations} iterations "
+                        f"({'stopped by the rule' if record.stopped_by_rule else 'at the cap'}), "
+                        f"{record.seconds / max(record.iterations, 1):.2f} s per iteration",
+                        flush=True,
+                    )
+    summary = {
+        pair: {
+            "runs": [_public(r) for r in rs],
+            "hit_cap": sum(1 for r in rs if r.arm != "adabn" and not r.stopped_by_rule),
+        }
+        for pair, rs in records.items()
+    }
     with staged_outputs(paths.adapt_target_models, files=(paths.metrics("adapt_train"),)) as (out, metrics):
         for pair, record, net, gate, meta in outputs:
-            save_segmenter(paths.adapt_target_checkpoint(pair, record.arm, record.seed, out), net,
-                           {**meta, "arm": record.arm, "iterations": record.iterations})
+            save_segmenter(
+                paths.adapt_target_checkpoint(pair, record.arm, record.seed, out),
+                net,
+                {**meta, "arm": record.arm, "iterations": record.iterations},
+            )
             if gate is not None:
                 np.save(paths.adapt_gate_map(pair, record.seed, out), gate.cpu().numpy().astype(np.float32))
         write_json(metrics, summary)
     with tracking.stage_run("adapt", params, paths, experiment=EXPERIMENT) as mlrun:
         mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in LOGGED_PARAMS})
-        mlrun.log_curves({f"{pair}.{r.arm}.seed{r.seed}.{key}": getattr(r, key)
-                          for pair, rs in records.items() for r in rs for key in ("loss_d", "loss_t")})
-        seconds = {f"{pair}.seconds_per_iteration.{arm}": float(np.mean(
-            [r.seconds / max(r.iterations, 1) for r in rs if r.arm == arm])) for pair, rs in records.items()
-            for arm in arms(params) if arm != "adabn"}
+        mlrun.log_curves(
+            {
+                f"{pair}.{r.arm}.seed{r.seed}.{key}": getattr(r, key)
+                for pair, rs in records.items()
+                for r in rs
+                for key in ("loss_d", "loss_t")
+            }
+        )
+        seconds = {
+            f"{pair}.seconds_per_iteration.{arm}": float(
+                np.mean([r.seconds / max(r.iterations, 1) for r in rs if r.arm == arm])
+            )
+            for pair, rs in records.items()
+            for arm in arms(params)
+            if arm != "adabn"
+        }
         mlrun.log_metrics({**seconds, "adapt_time_s": sum(r.seconds for rs in records.values() for r in rs)})
         mlrun.log_output(paths.adapt_target_models)
     return summary

@@ -54,11 +54,17 @@ def save_segmenter(path: Path, net: Segmenter, meta: dict) -> None:
 
 def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[Segmenter, dict]:
     """A segmenter in eval mode and its metadata; a bad checkpoint is refused in one line (runtime.load_checkpoint)."""
+
     def build(meta: dict) -> Segmenter:
         return Segmenter(meta["n_bands"], meta["n_classes"], feature_map=meta.get("feature_map", "linear"))
 
-    return load_checkpoint(path, build, device, written_by="the adapt stages",
-                           missing_hint="run the adapt stages in order: dvc repro adapt_evaluate")
+    return load_checkpoint(
+        path,
+        build,
+        device,
+        written_by="the adapt stages",
+        missing_hint="run the adapt stages in order: dvc repro adapt_evaluate",
+    )
 
 
 # --------------------------------------------------------------------------- labels
@@ -110,6 +116,7 @@ class Prepared:
 
 def load_prepared(files: AdaptPreparedFiles, pair: str, device: torch.device) -> Prepared:
     """The pair written by adapt_prepare, with shapes checked; a missing or mismatched file is a one-line error."""
+
     def cube(path: Path) -> torch.Tensor:
         return torch.from_numpy(np.asarray(load_npy(path, path.name, ndim=3, kinds="f")))[None].to(device)
 
@@ -117,17 +124,31 @@ def load_prepared(files: AdaptPreparedFiles, pair: str, device: torch.device) ->
         return torch.from_numpy(np.asarray(load_npy(path, path.name, ndim=2, kinds="i"))).long().to(device)
 
     if not files.meta.is_file():
-        raise HsixaiError(f"{files.directory}: prepared pair '{pair}' not found (run adapt_prepare with this pair "
-                          "in adapt.pairs)")
+        raise HsixaiError(
+            f"{files.directory}: prepared pair '{pair}' not found (run adapt_prepare with this pair in adapt.pairs)"
+        )
     meta = json.loads(files.meta.read_text())
     source = cube(files.source_cube)
     one_scene = bool(meta["one_scene"])
     target = source if one_scene else cube(files.target_cube)
-    region = torch.from_numpy(np.asarray(load_npy(files.target_region, files.target_region.name, ndim=2,
-                                                  kinds="bi"))).bool().to(device)
-    prepared = Prepared(pair, source, target, labels(files.source_train), labels(files.source_val),
-                        labels(files.source_test), labels(files.target_pool), labels(files.target_test), region,
-                        source.shape[1], one_scene)
+    region = (
+        torch.from_numpy(np.asarray(load_npy(files.target_region, files.target_region.name, ndim=2, kinds="bi")))
+        .bool()
+        .to(device)
+    )
+    prepared = Prepared(
+        pair,
+        source,
+        target,
+        labels(files.source_train),
+        labels(files.source_val),
+        labels(files.source_test),
+        labels(files.target_pool),
+        labels(files.target_test),
+        region,
+        source.shape[1],
+        one_scene,
+    )
     source_maps = (prepared.source_train, prepared.source_val, prepared.source_test)
     target_maps = (prepared.target_pool, prepared.target_test, prepared.target_region)
     if any(m.shape != source.shape[-2:] for m in source_maps) or any(m.shape != target.shape[-2:] for m in target_maps):
@@ -139,8 +160,10 @@ def load_few(path: Path, n_seeds: int, shape: tuple[int, int], device: torch.dev
     """The few labelled target pixels per seed, long [seeds, H, W], checked against the ablation's seeds."""
     few = np.asarray(load_npy(path, path.name, ndim=3, kinds="i"))
     if few.shape[0] < n_seeds or few.shape[1:] != tuple(shape):
-        raise HsixaiError(f"{path}: expected [{n_seeds}, {shape[0]}, {shape[1]}] few-label masks, found "
-                          f"{list(few.shape)} (re-run adapt_prepare)")
+        raise HsixaiError(
+            f"{path}: expected [{n_seeds}, {shape[0]}, {shape[1]}] few-label masks, found "
+            f"{list(few.shape)} (re-run adapt_prepare)"
+        )
     return torch.from_numpy(few[:n_seeds]).long().to(device)
 
 

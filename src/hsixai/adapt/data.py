@@ -25,10 +25,10 @@ import numpy as np
 
 from ..checks import check_finite, check_mask_shape
 from ..config import ALL_LABELS, Params
+from ..data.readers import RawScene, kept_bands, open_raw_scene, to_zero_based
 from ..errors import HsixaiError
 from ..io import BandReader, load_npy, staged_outputs, write_json
 from ..paths import RAW_REGION, Paths
-from ..data.readers import RawScene, kept_bands, open_raw_scene, to_zero_based
 from .common import few_labels, seeds
 
 
@@ -56,23 +56,39 @@ def _inside(labels: np.ndarray, region: np.ndarray) -> np.ndarray:
 class PairMasks:
     """One pair's zero-based masks: source train (before the validation split) and test, target pool and test."""
 
-    def __init__(self, source_train: np.ndarray, source_test: np.ndarray, target_pool: np.ndarray,
-                 target_test: np.ndarray, target_region: np.ndarray):
+    def __init__(
+        self,
+        source_train: np.ndarray,
+        source_test: np.ndarray,
+        target_pool: np.ndarray,
+        target_test: np.ndarray,
+        target_region: np.ndarray,
+    ):
         self.source_train, self.source_test = source_train, source_test
         self.target_pool, self.target_test, self.target_region = target_pool, target_test, target_region
 
 
 def two_scene_masks(source: RawScene, target: RawScene) -> PairMasks:
     region = np.ones(target.spatial_shape, dtype=np.int8)
-    return PairMasks(to_zero_based(source.train), to_zero_based(source.test), to_zero_based(target.train),
-                     to_zero_based(target.test), region)
+    return PairMasks(
+        to_zero_based(source.train),
+        to_zero_based(source.test),
+        to_zero_based(target.train),
+        to_zero_based(target.test),
+        region,
+    )
 
 
 def one_scene_masks(scene: RawScene, region: np.ndarray) -> PairMasks:
     """Source = labelled pixels outside `region`, target = inside: disjoint by construction."""
     train, test = to_zero_based(scene.train), to_zero_based(scene.test)
-    return PairMasks(_outside(train, region), _outside(test, region), _inside(train, region), _inside(test, region),
-                     region.astype(np.int8))
+    return PairMasks(
+        _outside(train, region),
+        _outside(test, region),
+        _inside(train, region),
+        _inside(test, region),
+        region.astype(np.int8),
+    )
 
 
 # --------------------------------------------------------------------------- checks
@@ -82,8 +98,10 @@ def open_two_scenes(params: Params, paths: Paths) -> tuple[RawScene, RawScene]:
     source = open_raw_scene(paths.resolve(params.adapt.source_dir), k)
     target = open_raw_scene(paths.resolve(params.adapt.target_dir), k)
     if source.n_bands != target.n_bands:
-        raise HsixaiError(f"params: adapt.target_dir: {target.cube.path} has {target.n_bands} bands, "
-                          f"the source {source.cube.path} has {source.n_bands}; expected the same sensor's bands")
+        raise HsixaiError(
+            f"params: adapt.target_dir: {target.cube.path} has {target.n_bands} bands, "
+            f"the source {source.cube.path} has {source.n_bands}; expected the same sensor's bands"
+        )
     return source, target
 
 
@@ -92,14 +110,17 @@ def open_one_scene(params: Params, paths: Paths) -> tuple[RawScene, np.ndarray]:
     scene = open_raw_scene(paths.resolve(params.adapt.shadow_dir), params.n_classes)
     path = scene.directory / RAW_REGION
     if not path.is_file():
-        raise HsixaiError(f"params: adapt.shadow_dir: {path} not found; expected the target region "
-                          f"(int [H, W], 1 = target, 0 = source) beside the raw scene")
+        raise HsixaiError(
+            f"params: adapt.shadow_dir: {path} not found; expected the target region "
+            f"(int [H, W], 1 = target, 0 = source) beside the raw scene"
+        )
     region = load_npy(path, "target region", ndim=2, kinds="iub")
     check_mask_shape(region, scene.spatial_shape, f"{path}: target region")
     values = set(np.unique(region).tolist())
     if values != {0, 1}:
-        raise HsixaiError(f"{path}: target region: expected both 0 (source) and 1 (target), found values "
-                          f"{sorted(values)[:5]}")
+        raise HsixaiError(
+            f"{path}: target region: expected both 0 (source) and 1 (target), found values {sorted(values)[:5]}"
+        )
     return scene, region.astype(np.int8)
 
 
@@ -112,23 +133,31 @@ def check_masks(masks: PairMasks, params: Params, where: str) -> None:
     if in_source != in_target:
         only_s = [names[c] for c in sorted(in_source - in_target)]
         only_t = [names[c] for c in sorted(in_target - in_source)]
-        raise HsixaiError(f"params: {where}: expected the same classes in the source (train mask) and the target, "
-                          f"found only in the source {only_s}, only in the target {only_t}")
+        raise HsixaiError(
+            f"params: {where}: expected the same classes in the source (train mask) and the target, "
+            f"found only in the source {only_s}, only in the target {only_t}"
+        )
     counts = np.bincount(masks.target_pool[masks.target_pool >= 0], minlength=len(names))
     cfg = params.adapt
-    for key, level in [("adapt.target_labels_per_class", cfg.target_labels_per_class),
-                       *((f"adapt.labels_sweep[{i}]", v) for i, v in enumerate(cfg.labels_sweep))]:
+    for key, level in [
+        ("adapt.target_labels_per_class", cfg.target_labels_per_class),
+        *((f"adapt.labels_sweep[{i}]", v) for i, v in enumerate(cfg.labels_sweep)),
+    ]:
         if level == ALL_LABELS:
             continue
         short = [f"{names[c]} ({counts[c]})" for c in sorted(in_target) if counts[c] < level]
         if short:
-            raise HsixaiError(f"params: {key}: expected at least {level} labelled target training pixels per class "
-                              f"({where}), found {', '.join(short)}")
+            raise HsixaiError(
+                f"params: {key}: expected at least {level} labelled target training pixels per class "
+                f"({where}), found {', '.join(short)}"
+            )
     source_counts = np.bincount(masks.source_train[masks.source_train >= 0], minlength=len(names))
     thin = [names[c] for c in sorted(in_source) if source_counts[c] < 2]
     if thin:
-        raise HsixaiError(f"params: {where}: expected at least 2 source training pixels per class (train and "
-                          f"validation), found fewer for {', '.join(thin)}")
+        raise HsixaiError(
+            f"params: {where}: expected at least 2 source training pixels per class (train and "
+            f"validation), found fewer for {', '.join(thin)}"
+        )
     if not (masks.target_test >= 0).any():
         raise HsixaiError(f"params: {where}: expected labelled target test pixels, found none")
 
@@ -137,8 +166,10 @@ def check_tile(params: Params, *scenes: RawScene) -> None:
     tile = params.adapt.tile
     for scene in scenes:
         if tile > min(scene.spatial_shape):
-            raise HsixaiError(f"params: adapt.tile: expected at most the scene's smaller side, found {tile} for "
-                              f"{scene.directory} ({scene.spatial_shape[0]} x {scene.spatial_shape[1]} px)")
+            raise HsixaiError(
+                f"params: adapt.tile: expected at most the scene's smaller side, found {tile} for "
+                f"{scene.directory} ({scene.spatial_shape[0]} x {scene.spatial_shape[1]} px)"
+            )
 
 
 # --------------------------------------------------------------------------- cubes
@@ -164,7 +195,6 @@ def scaled_cube(scene: RawScene, kept: np.ndarray, band_range: np.ndarray) -> np
             check_finite(band, f"{scene.cube.path}: band {int(b)}")
             cube[i] = (band - lo[i]) / span[i] if hi[i] > lo[i] else 0.0
     return cube
-
 
 
 # --------------------------------------------------------------------------- the stage
@@ -208,21 +238,33 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             np.save(files.source_cube, scaled_cube(pair.source, pair.kept, pair.band_range))
             if pair.target is not None:
                 np.save(files.target_cube, scaled_cube(pair.target, pair.kept, pair.band_range))
-            for path, mask in ((files.source_train, source_train), (files.source_val, source_val),
-                               (files.source_test, m.source_test), (files.target_pool, m.target_pool),
-                               (files.target_test, m.target_test), (files.target_region, m.target_region)):
+            for path, mask in (
+                (files.source_train, source_train),
+                (files.source_val, source_val),
+                (files.source_test, m.source_test),
+                (files.target_pool, m.target_pool),
+                (files.target_test, m.target_test),
+                (files.target_region, m.target_region),
+            ):
                 np.save(path, mask)
             np.save(files.band_range, pair.band_range)
             # Nothing here depends on the labels level: a new level leaves these bytes, and S, unchanged.
-            meta = {"pair": pair.name, "one_scene": pair.target is None, "class_names": params.data.class_names,
-                    "source_dir": str(pair.source.directory.relative_to(paths.root)
-                                      if pair.source.directory.is_relative_to(paths.root) else pair.source.directory),
-                    "source_shape": [len(pair.kept), *pair.source.spatial_shape],
-                    "target_shape": [len(pair.kept), *(pair.target or pair.source).spatial_shape],
-                    "source_train_pixels": int((m.source_train >= 0).sum()),
-                    "target_pool_pixels": int((m.target_pool >= 0).sum()),
-                    "target_test_pixels": int((m.target_test >= 0).sum()),
-                    "source_test_pixels": int((m.source_test >= 0).sum())}
+            meta = {
+                "pair": pair.name,
+                "one_scene": pair.target is None,
+                "class_names": params.data.class_names,
+                "source_dir": str(
+                    pair.source.directory.relative_to(paths.root)
+                    if pair.source.directory.is_relative_to(paths.root)
+                    else pair.source.directory
+                ),
+                "source_shape": [len(pair.kept), *pair.source.spatial_shape],
+                "target_shape": [len(pair.kept), *(pair.target or pair.source).spatial_shape],
+                "source_train_pixels": int((m.source_train >= 0).sum()),
+                "target_pool_pixels": int((m.target_pool >= 0).sum()),
+                "target_test_pixels": int((m.target_test >= 0).sum()),
+                "source_test_pixels": int((m.source_test >= 0).sum()),
+            }
             write_json(files.meta, meta)
             few = np.stack([few_labels(m.target_pool, cfg.target_labels_per_class, s) for s in seeds(params)])
             np.save(paths.adapt_few_labels(pair.name, labels), few)

@@ -22,9 +22,12 @@ def gate_map(gate: np.ndarray, region: np.ndarray, stats: dict, path: Path, titl
     image = ax.imshow(gate, cmap="magma", vmin=1, vmax=2, interpolation="nearest")
     if 0 < region.mean() < 1:
         ax.contour(region, levels=[0.5], colors="cyan", linewidths=1.2)
-    ax.set_title(f"{title}\nmean gate: in the region {stats['inside']:.3f}, outside "
-                 f"{stats['outside']:.3f}" if stats.get("outside") is not None else
-                 f"{title}\nmean gate {stats['inside']:.3f}", fontsize=10)
+    ax.set_title(
+        f"{title}\nmean gate: in the region {stats['inside']:.3f}, outside {stats['outside']:.3f}"
+        if stats.get("outside") is not None
+        else f"{title}\nmean gate {stats['inside']:.3f}",
+        fontsize=10,
+    )
     ax.set_axis_off()
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="gate a = 1 + sigmoid(...)")
     _save(fig, path)

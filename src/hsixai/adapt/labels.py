@@ -25,7 +25,7 @@ from ..config import Params
 from ..errors import HsixaiError
 from ..io import staged_outputs, write_json
 from ..paths import Paths
-from .common import (EXPERIMENT, device_of, few_labels, labels_tag, load_prepared, load_segmenter, seeds)
+from .common import EXPERIMENT, device_of, few_labels, labels_tag, load_prepared, load_segmenter, seeds
 from .scoring import INTERVAL, VARIANTS, paired_interval, score_segmenter
 from .training import train_arm
 
@@ -42,8 +42,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     arms = list(cfg.labels_sweep_arms)
     missing = [a for a in arms if a not in cfg.arms]
     if missing:
-        raise HsixaiError(f"params: adapt.labels_sweep_arms: expected arms of adapt.arms (their checkpoints give the "
-                          f"level adapt.target_labels_per_class), found {missing} not in {cfg.arms}")
+        raise HsixaiError(
+            f"params: adapt.labels_sweep_arms: expected arms of adapt.arms (their checkpoints give the "
+            f"level adapt.target_labels_per_class), found {missing} not in {cfg.arms}"
+        )
     train_path = paths.metrics("adapt_train")
     if not train_path.is_file():
         raise HsixaiError(f"{train_path}: not found (run the adapt stage first)")
@@ -66,21 +68,40 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                         net, run_record, _ = train_arm(source, arm, cfg, params.n_classes, seed, prep, few)
                         record = {"iterations": run_record.iterations, "stopped_by_rule": run_record.stopped_by_rule}
                     scored = score_segmenter(net, prep, params.n_classes, cfg.tile)
-                    rows[arm].append({"seed": seed, "labelled_pixels": int((few >= 0).sum()), **record,
-                                      **{v: scored.target[v]["f1_macro"] for v in VARIANTS}})
+                    rows[arm].append(
+                        {
+                            "seed": seed,
+                            "labelled_pixels": int((few >= 0).sum()),
+                            **record,
+                            **{v: scored.target[v]["f1_macro"] for v in VARIANTS},
+                        }
+                    )
                     if progress:
-                        print(f"adapt_labels: {pair} labels {level} seed {seed} {arm}: macro F1 "
-                              f"{scored.target['as_trained']['f1_macro']:.3f} ({record['iterations']} iterations)",
-                              flush=True)
+                        print(
+                            f"adapt_labels: {pair} labels {level} seed {seed} {arm}: macro F1 "
+                            f"{scored.target['as_trained']['f1_macro']:.3f} ({record['iterations']} iterations)",
+                            flush=True,
+                        )
             table[labels_tag(level)] = _level_summary(rows, arms)
         out[pair] = table
-    summary = {"seeds": seeds(params), "arms": arms, "interval": INTERVAL,
-               "comparison": f"{arms[-1]} minus {arms[0]}" if len(arms) > 1 else None, "pairs": out}
+    summary = {
+        "seeds": seeds(params),
+        "arms": arms,
+        "interval": INTERVAL,
+        "comparison": f"{arms[-1]} minus {arms[0]}" if len(arms) > 1 else None,
+        "pairs": out,
+    }
     with staged_outputs(files=(paths.metrics("adapt_labels"),)) as (metrics,):
         write_json(metrics, summary)
     with tracking.stage_run("adapt_labels", params, paths, experiment=EXPERIMENT) as mlrun:
-        mlrun.log_metrics({f"{pair}.labels_{level}.{arm}.f1_macro": entry["arms"][arm]["as_trained"]
-                           for pair, table in out.items() for level, entry in table.items() for arm in arms})
+        mlrun.log_metrics(
+            {
+                f"{pair}.labels_{level}.{arm}.f1_macro": entry["arms"][arm]["as_trained"]
+                for pair, table in out.items()
+                for level, entry in table.items()
+                for arm in arms
+            }
+        )
         mlrun.log_output(paths.metrics("adapt_labels"))
     return summary
 
@@ -95,10 +116,13 @@ def _main_run(main_runs: dict, pair: str, arm: str, seed: int, path) -> dict:
 def _level_summary(rows: dict[str, list[dict]], arms: list[str]) -> dict:
     entry = {"labelled_pixels": rows[arms[0]][0]["labelled_pixels"], "arms": {}}
     for arm in arms:
-        entry["arms"][arm] = {**{v: float(np.mean([r[v] for r in rows[arm]])) for v in VARIANTS},
-                              **{f"{v}_std": float(np.std([r[v] for r in rows[arm]])) for v in VARIANTS},
-                              "hit_cap": sum(not r["stopped_by_rule"] for r in rows[arm]),
-                              "iterations": [r["iterations"] for r in rows[arm]], "per_seed": rows[arm]}
+        entry["arms"][arm] = {
+            **{v: float(np.mean([r[v] for r in rows[arm]])) for v in VARIANTS},
+            **{f"{v}_std": float(np.std([r[v] for r in rows[arm]])) for v in VARIANTS},
+            "hit_cap": sum(not r["stopped_by_rule"] for r in rows[arm]),
+            "iterations": [r["iterations"] for r in rows[arm]],
+            "per_seed": rows[arm],
+        }
     if len(arms) > 1:
         first, last = rows[arms[0]], rows[arms[-1]]
         entry["difference"] = {v: paired_interval([r[v] for r in last], [r[v] for r in first]) for v in VARIANTS}

@@ -45,8 +45,9 @@ def pretrain(prep: Prepared, params: Params, seed: int, device: torch.device) ->
     net = Segmenter(prep.n_bands, k, feature_map=cfg.feature_map).to(device)
     optimiser = torch.optim.Adam(net.parameters(), lr=cfg.pretrain_lr)
     labels = prep.source_train
-    weights = torch.as_tensor(balanced_class_weights(labels[labels >= 0].cpu().numpy(), k), dtype=torch.float32,
-                              device=device)
+    weights = torch.as_tensor(
+        balanced_class_weights(labels[labels >= 0].cpu().numpy(), k), dtype=torch.float32, device=device
+    )
     best, best_state, best_step, history = -1.0, None, 0, []
     n_tiles = PRETRAIN_TILES if cfg.tile else 1
     step = 0
@@ -70,8 +71,13 @@ def pretrain(prep: Prepared, params: Params, seed: int, device: torch.device) ->
         elif step - best_step >= cfg.pretrain_patience:
             break
     net.load_state_dict(best_state)
-    return net.eval(), {"seed": seed, "f1_macro_val": best, "best_step": best_step, "steps": step,
-                        "final_loss": history[-1] if history else None}
+    return net.eval(), {
+        "seed": seed,
+        "f1_macro_val": best,
+        "best_step": best_step,
+        "steps": step,
+        "final_loss": history[-1] if history else None,
+    }
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
@@ -88,23 +94,39 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             out_records.setdefault(pair, []).append(record)
             nets.append((pair, net, record, prep.n_bands))
             if progress:
-                print(f"adapt_pretrain: {pair} seed {seed}: source val F1 {record['f1_macro_val']:.3f} "
-                      f"(step {record['best_step']} of {record['steps']}, {seconds[-1]:.1f} s)", flush=True)
+                print(
+                    f"adapt_pretrain: {pair} seed {seed}: source val F1 {record['f1_macro_val']:.3f} "
+                    f"(step {record['best_step']} of {record['steps']}, {seconds[-1]:.1f} s)",
+                    flush=True,
+                )
     # Results only in the DVC metrics file: wall times differ run to run, so they go to MLflow.
-    summary = {pair: {"f1_macro_val": float(np.mean([r["f1_macro_val"] for r in records])), "per_seed": records}
-               for pair, records in out_records.items()}
+    summary = {
+        pair: {"f1_macro_val": float(np.mean([r["f1_macro_val"] for r in records])), "per_seed": records}
+        for pair, records in out_records.items()
+    }
     with staged_outputs(paths.adapt_source_models, files=(paths.metrics("adapt_pretrain"),)) as (out, metrics):
         for pair, net, record, n_bands in nets:
-            save_segmenter(paths.adapt_source_checkpoint(pair, record["seed"], out), net,
-                           {"n_bands": n_bands, "n_classes": params.n_classes, "seed": record["seed"], "pair": pair,
-                            "feature_map": params.adapt.feature_map, "f1_macro_val": record["f1_macro_val"]})
+            save_segmenter(
+                paths.adapt_source_checkpoint(pair, record["seed"], out),
+                net,
+                {
+                    "n_bands": n_bands,
+                    "n_classes": params.n_classes,
+                    "seed": record["seed"],
+                    "pair": pair,
+                    "feature_map": params.adapt.feature_map,
+                    "f1_macro_val": record["f1_macro_val"],
+                },
+            )
         write_json(metrics, summary)
     with tracking.stage_run("adapt_pretrain", params, paths, experiment=EXPERIMENT) as mlrun:
-        mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in
-                          ("pairs", "pretrain_steps", "pretrain_patience", "pretrain_lr", "tile", "seeds",
-                           "feature_map")})
-        mlrun.log_metrics({f"{pair}.source_f1_macro_val": s["f1_macro_val"] for pair, s in summary.items()},
-                          to="both")
+        mlrun.log_params(
+            {
+                f"adapt.{k}": getattr(params.adapt, k)
+                for k in ("pairs", "pretrain_steps", "pretrain_patience", "pretrain_lr", "tile", "seeds", "feature_map")
+            }
+        )
+        mlrun.log_metrics({f"{pair}.source_f1_macro_val": s["f1_macro_val"] for pair, s in summary.items()}, to="both")
         mlrun.log_metrics({"pretrain_time_s": sum(seconds)}, to="both")
         mlrun.log_output(paths.adapt_source_models)
     return summary

@@ -22,8 +22,10 @@ from .common import Prepared, recalibrate
 KEYS = ("oa", "aa", "kappa", "f1_macro", "miou")
 VARIANTS = ("as_trained", "recalibrated")
 LEVEL = 0.95
-INTERVAL = ("Student t 95% interval over seeds of the paired per-seed difference "
-            "(mean +- t(n-1, 0.975) sd / sqrt(n)); coverage checked by simulation in tests/unit/test_adapt_scoring.py")
+INTERVAL = (
+    "Student t 95% interval over seeds of the paired per-seed difference "
+    "(mean +- t(n-1, 0.975) sd / sqrt(n)); coverage checked by simulation in tests/unit/test_adapt_scoring.py"
+)
 
 
 def scores(pred: np.ndarray, test: np.ndarray, n_classes: int) -> dict:
@@ -31,8 +33,11 @@ def scores(pred: np.ndarray, test: np.ndarray, n_classes: int) -> dict:
     keep = test >= 0
     y_true, y_pred = test[keep], pred[keep]
     full = classification_metrics(y_true, y_pred, n_classes)
-    return {**{k: full[k] for k in ("oa", "aa", "kappa", "f1_macro")}, "miou": mean_iou(y_true, y_pred, n_classes),
-            "f1_per_class": full["f1_per_class"]}
+    return {
+        **{k: full[k] for k in ("oa", "aa", "kappa", "f1_macro")},
+        "miou": mean_iou(y_true, y_pred, n_classes),
+        "f1_per_class": full["f1_per_class"],
+    }
 
 
 def predict(net: torch.nn.Module, x: torch.Tensor) -> np.ndarray:

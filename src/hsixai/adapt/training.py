@@ -67,7 +67,7 @@ class Adversary:
     n_classes: int
 
     @classmethod
-    def build(cls, arm: str, n_classes: int, feature_attention: bool, device: torch.device) -> "Adversary":
+    def build(cls, arm: str, n_classes: int, feature_attention: bool, device: torch.device) -> Adversary:
         binary = arm == "binary"
         disc = Discriminator(FEATURES, 2 if binary else n_classes + 1).to(device)
         gated = arm == "kplus1_attention"
@@ -92,8 +92,9 @@ class Adversary:
         logits = self.disc(f_t)
         return self.attention(logits) if self.attention is not None else logits
 
-    def d_loss(self, f_t: torch.Tensor, target_pixels: torch.Tensor, f_s: torch.Tensor,
-               source_labels: torch.Tensor) -> torch.Tensor:
+    def d_loss(
+        self, f_t: torch.Tensor, target_pixels: torch.Tensor, f_s: torch.Tensor, source_labels: torch.Tensor
+    ) -> torch.Tensor:
         """CE(Att(D(F_T)), "target") over `target_pixels` + CE(D(F_S), source class) over labelled source pixels."""
         target_class = 1 if self.binary else self.n_classes
         y_t = masked(torch.full(target_pixels.shape, target_class, dtype=torch.long, device=f_t.device), target_pixels)
@@ -146,9 +147,19 @@ class Adaptation:
     adapt.d_target_pixels: all).
     """
 
-    def __init__(self, source: Segmenter, arm: str, cfg: AdaptConfig, n_classes: int, seed: int,
-                 x_s: torch.Tensor, y_s: torch.Tensor, x_t: torch.Tensor, few: torch.Tensor,
-                 region: torch.Tensor | None = None):
+    def __init__(
+        self,
+        source: Segmenter,
+        arm: str,
+        cfg: AdaptConfig,
+        n_classes: int,
+        seed: int,
+        x_s: torch.Tensor,
+        y_s: torch.Tensor,
+        x_t: torch.Tensor,
+        few: torch.Tensor,
+        region: torch.Tensor | None = None,
+    ):
         device = x_t.device
         torch.manual_seed(seed)
         self.rng = np.random.default_rng([seed, 5])
@@ -233,8 +244,9 @@ class Adaptation:
 
     def run(self) -> RunRecord:
         """Iterate until the stopping rule fires, or `iterations`."""
-        rule = StopRule(self.cfg.stop_loss_d, self.cfg.stop_loss_t, self.cfg.stop_patience,
-                        reads_d=self.adversary is not None)
+        rule = StopRule(
+            self.cfg.stop_loss_d, self.cfg.stop_loss_t, self.cfg.stop_patience, reads_d=self.adversary is not None
+        )
         record = RunRecord(self.arm, self.seed)
         start = time.perf_counter()
         for it in range(1, self.cfg.iterations + 1):
@@ -262,15 +274,26 @@ class Adaptation:
             return self.adversary.attention.gate(logits)[0, 0]
 
 
-def train_arm(source: Segmenter, arm: str, cfg: AdaptConfig, n_classes: int, seed: int, prep: Prepared,
-              few: torch.Tensor) -> tuple[Segmenter, RunRecord, torch.Tensor | None]:
+def train_arm(
+    source: Segmenter, arm: str, cfg: AdaptConfig, n_classes: int, seed: int, prep: Prepared, few: torch.Tensor
+) -> tuple[Segmenter, RunRecord, torch.Tensor | None]:
     """One arm for one seed from S: the adapted segmenter (eval mode), its run record and its D gate map, if any.
 
     `adabn` trains nothing: S with BatchNorm statistics of the whole target scene.
     """
     if arm == "adabn":
         return recalibrate(source, prep.target, cfg.tile), RunRecord(arm, seed), None
-    job = Adaptation(copy.deepcopy(source), arm, cfg, n_classes, seed, prep.source, prep.source_train,
-                     prep.target, few, prep.target_region)
+    job = Adaptation(
+        copy.deepcopy(source),
+        arm,
+        cfg,
+        n_classes,
+        seed,
+        prep.source,
+        prep.source_train,
+        prep.target,
+        few,
+        prep.target_region,
+    )
     record = job.run()
     return job.target, record, job.gate_map()

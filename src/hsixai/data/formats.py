@@ -19,17 +19,28 @@ from __future__ import annotations
 import logging
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from numpy.lib import format as npy_format
 from tqdm import tqdm
 
 from .. import paths
-from ..checks import (check_array, check_cube, check_finite, check_finite_per_band, check_labels,
-                      check_labels_have_data, check_length, check_mask_shape, check_positive_finite, non_finite)
+from ..checks import (
+    check_array,
+    check_cube,
+    check_finite,
+    check_finite_per_band,
+    check_labels,
+    check_labels_have_data,
+    check_length,
+    check_mask_shape,
+    check_positive_finite,
+    non_finite,
+)
 from ..errors import HsixaiError
 from ..io import inspect_npy, staged_outputs, write_json
 from .georef import Georef, crs_string, from_rasterio, write_georef
@@ -39,8 +50,16 @@ log = logging.getLogger(__name__)
 
 BLOCK_BYTES = 64 * 2**20  # one block of rows of the cube in memory at a time
 GDAL_CACHE_MB = 64
-RAW_FILES = {paths.RAW_CUBE, paths.RAW_TRAIN, paths.RAW_TEST, paths.RAW_WAVELENGTHS, paths.RAW_FWHM,
-             paths.RAW_NODATA, paths.RAW_GEOREF, paths.RAW_CONVERT_SUMMARY}
+RAW_FILES = {
+    paths.RAW_CUBE,
+    paths.RAW_TRAIN,
+    paths.RAW_TEST,
+    paths.RAW_WAVELENGTHS,
+    paths.RAW_FWHM,
+    paths.RAW_NODATA,
+    paths.RAW_GEOREF,
+    paths.RAW_CONVERT_SUMMARY,
+}
 
 
 # --------------------------------------------------------------------------- the common view
@@ -75,19 +94,22 @@ def _slicer(array: Any) -> Callable[[int, int, int], np.ndarray]:
         index = [slice(None)] * len(array.shape)
         index[axis] = slice(start, stop)
         return np.asarray(array[tuple(index)])
+
     return read
 
 
-def _file_reader(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype
-                 ) -> Callable[[int, int, int], np.ndarray]:
+def _file_reader(
+    path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype
+) -> Callable[[int, int, int], np.ndarray]:
     """Blocks of a C-ordered array in a binary file, by plain reads.
 
     Not a memory map: mapped pages count towards the process's resident memory,
     and the point of reading blocks is to hold one block, not the cube.
     """
+
     def read(axis: int, start: int, stop: int) -> np.ndarray:
         stop = min(stop, shape[axis])
-        outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1:]))
+        outer, inner = int(np.prod(shape[:axis])), int(np.prod(shape[axis + 1 :]))
         block = np.empty((outer, stop - start, inner), dtype=dtype)
         with open(path, "rb") as fh:
             for i in range(outer):  # one contiguous run of `stop - start` slabs per index of the outer axes
@@ -96,7 +118,8 @@ def _file_reader(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtyp
                 if data.size != block[i].size:
                     raise OSError(f"file ended at byte {fh.tell()}")
                 block[i] = data.reshape(stop - start, inner)
-        return block.reshape(*shape[:axis], stop - start, *shape[axis + 1:])
+        return block.reshape(*shape[:axis], stop - start, *shape[axis + 1 :])
+
     return read
 
 
@@ -121,8 +144,10 @@ def open_stored(path: Path, what: str, var: str | None = None, ndim: int = 3) ->
         return _open_prisma(path, what)
     if suffix == ".hdr" or _envi_header_for(path) is not None:
         return _open_envi(path, what)
-    raise HsixaiError(f"{path}: {what}: unknown file format (expected .npy, .tif/.tiff, .mat, a PRISMA .he5, "
-                      f"or an ENVI .hdr with its data file)")
+    raise HsixaiError(
+        f"{path}: {what}: unknown file format (expected .npy, .tif/.tiff, .mat, a PRISMA .he5, "
+        f"or an ENVI .hdr with its data file)"
+    )
 
 
 # --------------------------------------------------------------------------- NumPy
@@ -134,8 +159,7 @@ def _open_npy(path: Path, what: str) -> Stored:
 
 
 # --------------------------------------------------------------------------- GeoTIFF
-_DESCRIPTION_WL = re.compile(
-    r"(\d+(?:\.\d*)?|\.\d+)\s*(nm|nanomet\w*|um|µm|μm|micromet\w*|microns?)\b", re.IGNORECASE)
+_DESCRIPTION_WL = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*(nm|nanomet\w*|um|µm|μm|micromet\w*|microns?)\b", re.IGNORECASE)
 
 
 def _open_geotiff(path: Path, what: str) -> Stored:
@@ -174,11 +198,22 @@ def _open_geotiff(path: Path, what: str) -> Stored:
         raise
     notes = ()
     if georef is None and src.crs is None and src.transform != rasterio.Affine.identity():
-        notes = (f"{path}: a geotransform without a coordinate reference system: no {paths.RAW_GEOREF} written, "
-                 f"the scene stays on its pixel grid",)
-    return Stored(path, (src.count, src.height, src.width), np.dtype(src.dtypes[0]), read, band_axis=0,
-                  band_axis_why="GeoTIFF bands", wavelengths=wavelengths, close=src.close, georef=georef,
-                  notes=notes)
+        notes = (
+            f"{path}: a geotransform without a coordinate reference system: no {paths.RAW_GEOREF} written, "
+            f"the scene stays on its pixel grid",
+        )
+    return Stored(
+        path,
+        (src.count, src.height, src.width),
+        np.dtype(src.dtypes[0]),
+        read,
+        band_axis=0,
+        band_axis_why="GeoTIFF bands",
+        wavelengths=wavelengths,
+        close=src.close,
+        georef=georef,
+        notes=notes,
+    )
 
 
 def _geotiff_wavelengths(src: Any, path: Path) -> np.ndarray | None:
@@ -190,16 +225,18 @@ def _geotiff_wavelengths(src: Any, path: Path) -> np.ndarray | None:
         match = _DESCRIPTION_WL.search(description)
         if "wavelength" in tags:
             values.append(tags["wavelength"])
-            units.append(tags.get("wavelength_units") or tags.get("wavelength_unit") or
-                         src.tags().get("wavelength_units"))
+            units.append(
+                tags.get("wavelength_units") or tags.get("wavelength_unit") or src.tags().get("wavelength_units")
+            )
         elif match:
             values.append(match.group(1))
             units.append(match.group(2))
     if not values:
         return None
     if len(values) != src.count:
-        raise HsixaiError(f"{path}: band metadata gives wavelengths for {len(values)} of {src.count} bands "
-                          f"(pass --wavelengths)")
+        raise HsixaiError(
+            f"{path}: band metadata gives wavelengths for {len(values)} of {src.count} bands (pass --wavelengths)"
+        )
     try:
         nm = [to_nm(np.array([float(v)]), u, path)[0] for v, u in zip(values, units)]
     except ValueError:
@@ -208,9 +245,22 @@ def _geotiff_wavelengths(src: Any, path: Path) -> np.ndarray | None:
 
 
 # --------------------------------------------------------------------------- wavelength units
-_NM_PER_UNIT = {"nm": 1.0, "nanometer": 1.0, "nanometers": 1.0, "nanometre": 1.0, "nanometres": 1.0,
-                "um": 1000.0, "µm": 1000.0, "μm": 1000.0, "micrometer": 1000.0, "micrometers": 1000.0,
-                "micrometre": 1000.0, "micrometres": 1000.0, "micron": 1000.0, "microns": 1000.0}
+_NM_PER_UNIT = {
+    "nm": 1.0,
+    "nanometer": 1.0,
+    "nanometers": 1.0,
+    "nanometre": 1.0,
+    "nanometres": 1.0,
+    "um": 1000.0,
+    "µm": 1000.0,
+    "μm": 1000.0,
+    "micrometer": 1000.0,
+    "micrometers": 1000.0,
+    "micrometre": 1000.0,
+    "micrometres": 1000.0,
+    "micron": 1000.0,
+    "microns": 1000.0,
+}
 MICROMETRE_MAX = 30.0  # no optical sensor's band centre is below 30 nm, none above 30 µm
 
 
@@ -242,8 +292,9 @@ def read_wavelength_file(path: Path) -> np.ndarray:
             text = path.read_text()
             values = np.array([float(v) for v in re.split(r"[\s,;]+", text.strip()) if v], dtype=np.float64)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise HsixaiError(f"{path}: wavelengths: expected numbers separated by spaces, commas or new lines "
-                              f"({_one_line(exc)})") from None
+            raise HsixaiError(
+                f"{path}: wavelengths: expected numbers separated by spaces, commas or new lines ({_one_line(exc)})"
+            ) from None
     check_array(values, f"{path}: wavelengths", ndim=1, kinds="fiu")
     return to_nm(values, None, path)
 
@@ -251,8 +302,11 @@ def read_wavelength_file(path: Path) -> np.ndarray:
 # --------------------------------------------------------------------------- ENVI
 ENVI_DTYPES = {1: "u1", 2: "i2", 3: "i4", 4: "f4", 5: "f8", 12: "u2", 13: "u4", 14: "i8", 15: "u8"}
 ENVI_DATA_SUFFIXES = ("", ".img", ".dat", ".raw", ".bsq", ".bil", ".bip")
-ENVI_AXES = {"bsq": ("bands", "lines", "samples"), "bil": ("lines", "bands", "samples"),
-             "bip": ("lines", "samples", "bands")}
+ENVI_AXES = {
+    "bsq": ("bands", "lines", "samples"),
+    "bil": ("lines", "bands", "samples"),
+    "bip": ("lines", "samples", "bands"),
+}
 
 
 def _envi_header_for(data: Path) -> Path | None:
@@ -270,8 +324,10 @@ def _envi_data_for(header: Path) -> Path:
         looked = ", ".join(f"{base.name}{s}" for s in ENVI_DATA_SUFFIXES)
         raise HsixaiError(f"{header}: ENVI data file not found next to the header (looked for {looked})")
     if len(found) > 1:
-        raise HsixaiError(f"{header}: several ENVI data files fit this header ({', '.join(p.name for p in found)}); "
-                          f"pass the data file itself")
+        raise HsixaiError(
+            f"{header}: several ENVI data files fit this header ({', '.join(p.name for p in found)}); "
+            f"pass the data file itself"
+        )
     return found[0]
 
 
@@ -339,17 +395,28 @@ def _open_envi(path: Path, what: str) -> Stored:
     actual = data_path.stat().st_size
     if actual != expected:
         state = "is truncated" if actual < expected else "is longer than its header says"
-        raise HsixaiError(f"{data_path}: ENVI data file {state}: header says {size['bands']} bands x "
-                          f"{size['lines']} lines x {size['samples']} samples of {dtype} after {offset} bytes "
-                          f"({expected} bytes), file has {actual}")
+        raise HsixaiError(
+            f"{data_path}: ENVI data file {state}: header says {size['bands']} bands x "
+            f"{size['lines']} lines x {size['samples']} samples of {dtype} after {offset} bytes "
+            f"({expected} bytes), file has {actual}"
+        )
     georef, notes = _envi_georef(header, header_path, data_path, size)
-    return Stored(data_path, shape, dtype, _file_reader(data_path, offset, shape, dtype), band_axis=axes.index("bands"),
-                  band_axis_why=f"ENVI interleave {interleave}", wavelengths=_envi_wavelengths(header, header_path),
-                  georef=georef, notes=notes)
+    return Stored(
+        data_path,
+        shape,
+        dtype,
+        _file_reader(data_path, offset, shape, dtype),
+        band_axis=axes.index("bands"),
+        band_axis_why=f"ENVI interleave {interleave}",
+        wavelengths=_envi_wavelengths(header, header_path),
+        georef=georef,
+        notes=notes,
+    )
 
 
-def _envi_georef(header: dict[str, str], header_path: Path, data_path: Path, size: dict[str, int]
-                 ) -> tuple[Georef | None, tuple[str, ...]]:
+def _envi_georef(
+    header: dict[str, str], header_path: Path, data_path: Path, size: dict[str, int]
+) -> tuple[Georef | None, tuple[str, ...]]:
     """The grid of `map info` (+ `coordinate system string`), as GDAL's ENVI driver reads them.
 
     GDAL knows ENVI's projection names, datums and reference-pixel convention;
@@ -367,11 +434,15 @@ def _envi_georef(header: dict[str, str], header_path: Path, data_path: Path, siz
                 georef = from_rasterio(src, header_path)
                 shape = (src.height, src.width)
     except (RasterioError, HsixaiError) as exc:
-        return None, (f"{header_path}: 'map info' could not be read ({_one_line(exc)}): no {paths.RAW_GEOREF} "
-                      f"written, the scene stays on its pixel grid",)
+        return None, (
+            f"{header_path}: 'map info' could not be read ({_one_line(exc)}): no {paths.RAW_GEOREF} "
+            f"written, the scene stays on its pixel grid",
+        )
     if georef is None or shape != (size["lines"], size["samples"]):
-        return None, (f"{header_path}: 'map info' gives no coordinate system GDAL understands: no "
-                      f"{paths.RAW_GEOREF} written, the scene stays on its pixel grid",)
+        return None, (
+            f"{header_path}: 'map info' gives no coordinate system GDAL understands: no "
+            f"{paths.RAW_GEOREF} written, the scene stays on its pixel grid",
+        )
     return georef, ()
 
 
@@ -415,8 +486,9 @@ def _open_mat(path: Path, what: str, var: str | None, ndim: int) -> Stored:
     try:
         array = scipy.io.loadmat(path, variable_names=[chosen.name])[chosen.name]
     except Exception as exc:  # noqa: BLE001
-        raise HsixaiError(f"{path}: {what} is not a readable MATLAB file: variable {chosen.name!r} "
-                          f"({_one_line(exc)})") from None
+        raise HsixaiError(
+            f"{path}: {what} is not a readable MATLAB file: variable {chosen.name!r} ({_one_line(exc)})"
+        ) from None
     return Stored(path, array.shape, array.dtype, _slicer(array), name=chosen.name)
 
 
@@ -467,8 +539,10 @@ def _pick_variable(path: Path, what: str, variables: list[_MatVar], var: str | N
     option = "--var" if ndim == 3 else "--train-var/--test-var"
     kind = "3-D numeric" if ndim == 3 else "2-D integer"
     found = "none" if not numeric else f"{len(numeric)}"
-    raise HsixaiError(f"{path}: {what}: expected exactly one {kind} variable, found {found} "
-                      f"(variables: {listing}); name it with {option}")
+    raise HsixaiError(
+        f"{path}: {what}: expected exactly one {kind} variable, found {found} "
+        f"(variables: {listing}); name it with {option}"
+    )
 
 
 # --------------------------------------------------------------------------- PRISMA Level 2 (.he5)
@@ -524,8 +598,10 @@ def _prisma_stored(fh: Any, path: Path, what: str) -> Stored:
     detectors = [_prisma_detector(fh, path, swath, name) for name in ("VNIR", "SWIR")]
     vnir, swir = (d.dataset.shape for d in detectors)
     if (vnir[0], vnir[2]) != (swir[0], swir[2]):
-        raise HsixaiError(f"{path}: {swath}: expected the VNIR and SWIR cubes on the same rows and columns, found "
-                          f"VNIR {vnir} and SWIR {swir} [rows, bands, columns]")
+        raise HsixaiError(
+            f"{path}: {swath}: expected the VNIR and SWIR cubes on the same rows and columns, found "
+            f"VNIR {vnir} and SWIR {swir} [rows, bands, columns]"
+        )
     height, width = vnir[0], vnir[2]
     if height < 1 or width < 1:
         raise HsixaiError(f"{path}: {swath}: expected a non-empty cube, found VNIR {vnir} [rows, bands, columns]")
@@ -537,7 +613,7 @@ def _prisma_stored(fh: Any, path: Path, what: str) -> Stored:
     position[order] = np.arange(order.size)  # where each detector band lands in the merged cube
     slots, start = [], 0
     for d in detectors:
-        slots.append(position[start:start + d.used.size])
+        slots.append(position[start : start + d.used.size])
         start += d.used.size
     n_bands = wavelengths.size
 
@@ -557,20 +633,34 @@ def _prisma_stored(fh: Any, path: Path, what: str) -> Stored:
             empty &= (dn == d.fill).all(axis=1)
             # float64 then one rounding to float32, a few bands at a time to keep the float64 copy small
             for b in range(0, d.used.size, PRISMA_BANDS_AT_ONCE):
-                out[:, slot[b:b + PRISMA_BANDS_AT_ONCE], :] = (
-                    d.offset + dn[:, b:b + PRISMA_BANDS_AT_ONCE].astype(np.float64) * d.gain)
+                out[:, slot[b : b + PRISMA_BANDS_AT_ONCE], :] = (
+                    d.offset + dn[:, b : b + PRISMA_BANDS_AT_ONCE].astype(np.float64) * d.gain
+                )
         np.copyto(out, np.float32(np.nan), where=empty[:, None, :])
         return out
 
     notes = []
     georef = _prisma_grid(fh, path, height, width) if level == "L2D" else None
     if level == "L2C":
-        notes.append(f"{path}: an L2C product is in swath geometry (rows and columns are not a map grid): no "
-                     f"{paths.RAW_GEOREF} written; use the L2D product of the acquisition for georeferenced maps")
-    return Stored(path, (height, n_bands, width), np.dtype(np.float32), read, band_axis=1,
-                  band_axis_why=f"PRISMA {level} cubes are [rows, bands, columns]", wavelengths=wavelengths[order],
-                  name=swath, close=fh.close, georef=georef,
-                  fwhm=np.concatenate([d.fwhm for d in detectors])[order], nan_is_nodata=True, notes=tuple(notes))
+        notes.append(
+            f"{path}: an L2C product is in swath geometry (rows and columns are not a map grid): no "
+            f"{paths.RAW_GEOREF} written; use the L2D product of the acquisition for georeferenced maps"
+        )
+    return Stored(
+        path,
+        (height, n_bands, width),
+        np.dtype(np.float32),
+        read,
+        band_axis=1,
+        band_axis_why=f"PRISMA {level} cubes are [rows, bands, columns]",
+        wavelengths=wavelengths[order],
+        name=swath,
+        close=fh.close,
+        georef=georef,
+        fwhm=np.concatenate([d.fwhm for d in detectors])[order],
+        nan_is_nodata=True,
+        notes=tuple(notes),
+    )
 
 
 def _prisma_swath(fh: Any, path: Path, what: str) -> tuple[str, str]:
@@ -579,16 +669,20 @@ def _prisma_swath(fh: Any, path: Path, what: str) -> tuple[str, str]:
 
     swaths = fh.get("HDFEOS/SWATHS")
     if not isinstance(swaths, h5py.Group):
-        raise HsixaiError(f"{path}: {what}: not a PRISMA Level-2 product: expected the group HDFEOS/SWATHS "
-                          f"with a swath PRS_L2C_HCO or PRS_L2D_HCO, found no HDFEOS/SWATHS")
+        raise HsixaiError(
+            f"{path}: {what}: not a PRISMA Level-2 product: expected the group HDFEOS/SWATHS "
+            f"with a swath PRS_L2C_HCO or PRS_L2D_HCO, found no HDFEOS/SWATHS"
+        )
     found = {m.group(1): name for name in swaths if (m := _PRISMA_SWATH.match(name))}
     readable = sorted(set(found) & set(PRISMA_READ))
     if len(readable) != 1:
         others = ", ".join(f"{level} ({PRISMA_OTHER[level]})" for level in sorted(set(found) & set(PRISMA_OTHER)))
         listing = ", ".join(sorted(swaths)) or "none"
-        raise HsixaiError(f"{path}: {what}: expected one PRISMA L2C or L2D hyperspectral swath "
-                          f"(HDFEOS/SWATHS/PRS_L2C_HCO or PRS_L2D_HCO), found swaths: {listing}"
-                          + (f"; {others} is not reflectance: convert reads L2C and L2D" if others else ""))
+        raise HsixaiError(
+            f"{path}: {what}: expected one PRISMA L2C or L2D hyperspectral swath "
+            f"(HDFEOS/SWATHS/PRS_L2C_HCO or PRS_L2D_HCO), found swaths: {listing}"
+            + (f"; {others} is not reflectance: convert reads L2C and L2D" if others else "")
+        )
     level = readable[0]
     return level, f"HDFEOS/SWATHS/{found[level]}"
 
@@ -606,17 +700,27 @@ def _prisma_detector(fh: Any, path: Path, swath: str, name: str) -> _Detector:
     fwhm = _prisma_vector(fh, f"List_Fwhm_{suffix}", path)
     flags = _prisma_vector(fh, f"List_Cw_{suffix}_Flags", path)
     if not cw.size == fwhm.size == flags.size == dataset.shape[1]:
-        raise HsixaiError(f"{path}: {key}: expected as many bands (axis 1 of [rows, bands, columns]) as values in "
-                          f"List_Cw_{suffix}, List_Fwhm_{suffix} and List_Cw_{suffix}_Flags, found shape "
-                          f"{dataset.shape} and {cw.size}, {fwhm.size}, {flags.size} values")
+        raise HsixaiError(
+            f"{path}: {key}: expected as many bands (axis 1 of [rows, bands, columns]) as values in "
+            f"List_Cw_{suffix}, List_Fwhm_{suffix} and List_Cw_{suffix}_Flags, found shape "
+            f"{dataset.shape} and {cw.size}, {fwhm.size}, {flags.size} values"
+        )
     used = np.flatnonzero((flags == 1) & (cw > 0))
     check_positive_finite(fwhm[used], f"{path}: List_Fwhm_{suffix}", "band widths for the bands in use")
     low, high = (_prisma_number(fh, f"L2Scale{suffix}{end}", path) for end in ("Min", "Max"))
     if not high > low:
         raise HsixaiError(f"{path}: expected L2Scale{suffix}Max > L2Scale{suffix}Min, found {high:g} <= {low:g}")
     fill = dataset.fillvalue
-    return _Detector(name, dataset, used, cw[used], fwhm[used], low, (high - low) / PRISMA_DN_MAX,
-                     int(fill) if fill is not None else 0)
+    return _Detector(
+        name,
+        dataset,
+        used,
+        cw[used],
+        fwhm[used],
+        low,
+        (high - low) / PRISMA_DN_MAX,
+        int(fill) if fill is not None else 0,
+    )
 
 
 def _prisma_attribute(fh: Any, name: str, path: Path) -> np.ndarray:
@@ -653,24 +757,33 @@ def _prisma_grid(fh: Any, path: Path, height: int, width: int) -> Georef:
     epsg = _prisma_number(fh, "Epsg_Code", path)
     west, north = (_prisma_number(fh, f"Product_ULcorner_{axis}", path) for axis in ("easting", "northing"))
     east, south = (_prisma_number(fh, f"Product_LRcorner_{axis}", path) for axis in ("easting", "northing"))
-    for span, pixels, what in ((east - west, width, "Product_LRcorner_easting - Product_ULcorner_easting"),
-                               (north - south, height, "Product_ULcorner_northing - Product_LRcorner_northing")):
+    for span, pixels, what in (
+        (east - west, width, "Product_LRcorner_easting - Product_ULcorner_easting"),
+        (north - south, height, "Product_ULcorner_northing - Product_LRcorner_northing"),
+    ):
         expected = (pixels - 1) * PRISMA_PIXEL_M
         if abs(span - expected) > PRISMA_PIXEL_M / 2:
-            raise HsixaiError(f"{path}: corner attributes disagree with the cube's {height} x {width} pixels: "
-                              f"{what} = {span:g} m, expected ({pixels} - 1) x {PRISMA_PIXEL_M:g} m = {expected:g} m "
-                              f"(the corners are the centres of the corner pixels)")
+            raise HsixaiError(
+                f"{path}: corner attributes disagree with the cube's {height} x {width} pixels: "
+                f"{what} = {span:g} m, expected ({pixels} - 1) x {PRISMA_PIXEL_M:g} m = {expected:g} m "
+                f"(the corners are the centres of the corner pixels)"
+            )
     if epsg != int(epsg) or epsg <= 0:
         raise HsixaiError(f"{path}: root attribute 'Epsg_Code': expected a positive integer, found {epsg:g}")
     half = PRISMA_PIXEL_M / 2
-    return Georef(crs_string(f"EPSG:{int(epsg)}", f"{path}: Epsg_Code {int(epsg)}"),
-                  (PRISMA_PIXEL_M, 0.0, west - half, 0.0, -PRISMA_PIXEL_M, north + half), width, height,
-                  f"{path}: Epsg_Code and Product_ULcorner_* (centre of the upper-left pixel), 30 m pixels")
+    return Georef(
+        crs_string(f"EPSG:{int(epsg)}", f"{path}: Epsg_Code {int(epsg)}"),
+        (PRISMA_PIXEL_M, 0.0, west - half, 0.0, -PRISMA_PIXEL_M, north + half),
+        width,
+        height,
+        f"{path}: Epsg_Code and Product_ULcorner_* (centre of the upper-left pixel), 30 m pixels",
+    )
 
 
 # --------------------------------------------------------------------------- band axis
-def resolve_band_axis(cube: Stored, given: int | None, mask_shape: tuple[int, int] | None,
-                      n_wavelengths: int | None) -> int:
+def resolve_band_axis(
+    cube: Stored, given: int | None, mask_shape: tuple[int, int] | None, n_wavelengths: int | None
+) -> int:
     """The band axis: given, fixed by the format, fixed by the masks' shape, or by the wavelength count."""
     ndim = len(cube.shape)
     if given is not None:
@@ -678,24 +791,31 @@ def resolve_band_axis(cube: Stored, given: int | None, mask_shape: tuple[int, in
             raise HsixaiError(f"{cube.path}: --band-axis {given} is out of range for a cube of shape {cube.shape}")
         given %= ndim
         if cube.band_axis is not None and given != cube.band_axis:
-            raise HsixaiError(f"{cube.path}: --band-axis {given} contradicts the file: bands are axis "
-                              f"{cube.band_axis} of shape {cube.shape} ({cube.band_axis_why})")
+            raise HsixaiError(
+                f"{cube.path}: --band-axis {given} contradicts the file: bands are axis "
+                f"{cube.band_axis} of shape {cube.shape} ({cube.band_axis_why})"
+            )
         return given
     if cube.band_axis is not None:
         return cube.band_axis
     candidates = list(range(ndim))
     if mask_shape is not None:
-        candidates = [b for b in candidates
-                      if tuple(s for a, s in enumerate(cube.shape) if a != b) == tuple(mask_shape)]
+        candidates = [
+            b for b in candidates if tuple(s for a, s in enumerate(cube.shape) if a != b) == tuple(mask_shape)
+        ]
         if not candidates:
-            raise HsixaiError(f"{cube.path}: no two axes of the cube's shape {cube.shape} match the masks' shape "
-                              f"{tuple(mask_shape)} (expected [H, W] of the cube)")
+            raise HsixaiError(
+                f"{cube.path}: no two axes of the cube's shape {cube.shape} match the masks' shape "
+                f"{tuple(mask_shape)} (expected [H, W] of the cube)"
+            )
     if len(candidates) > 1 and n_wavelengths is not None:
         candidates = [b for b in candidates if cube.shape[b] == n_wavelengths] or candidates
     if len(candidates) == 1:
         return candidates[0]
-    raise HsixaiError(f"{cube.path}: cannot tell which axis of shape {cube.shape} holds the bands "
-                      f"(axes {candidates} all fit); pass --band-axis")
+    raise HsixaiError(
+        f"{cube.path}: cannot tell which axis of shape {cube.shape} holds the bands "
+        f"(axes {candidates} all fit); pass --band-axis"
+    )
 
 
 # --------------------------------------------------------------------------- masks
@@ -712,8 +832,9 @@ def read_mask_and_grid(path: Path, what: str, var: str | None) -> tuple[np.ndarr
         shape = stored.shape
         if stored.band_axis is not None:  # GeoTIFF or ENVI: one band
             if shape[stored.band_axis] != 1:
-                raise HsixaiError(f"{where}: expected a single band, found {shape[stored.band_axis]} "
-                                  f"({stored.band_axis_why})")
+                raise HsixaiError(
+                    f"{where}: expected a single band, found {shape[stored.band_axis]} ({stored.band_axis_why})"
+                )
             shape = tuple(s for a, s in enumerate(shape) if a != stored.band_axis)
         if len(shape) != 2:  # checked before reading: a cube passed as a mask is not loaded
             raise HsixaiError(f"{where}: expected a 2-D array, found shape {stored.shape}")
@@ -725,11 +846,15 @@ def read_mask_and_grid(path: Path, what: str, var: str | None) -> tuple[np.ndarr
     if mask.dtype.kind == "f":
         bad = ~np.isfinite(mask) | (mask != np.round(mask))
         if bad.any():
-            raise HsixaiError(f"{where}: expected integer labels, found {int(bad.sum())} non-integer values "
-                              f"(e.g. {float(mask[bad].flat[0]):g})")
+            raise HsixaiError(
+                f"{where}: expected integer labels, found {int(bad.sum())} non-integer values "
+                f"(e.g. {float(mask[bad].flat[0]):g})"
+            )
     if mask.dtype.kind in "if" and (mask < 0).any():
-        raise HsixaiError(f"{where}: expected labels >= 0 (0 = unlabelled), "
-                          f"found {np.unique(mask[mask < 0])[:5].astype(np.int64).tolist()}")
+        raise HsixaiError(
+            f"{where}: expected labels >= 0 (0 = unlabelled), "
+            f"found {np.unique(mask[mask < 0])[:5].astype(np.int64).tolist()}"
+        )
     if mask.dtype.kind in "bf":
         top = mask.max(initial=0)
         mask = mask.astype(np.uint8 if top < 2**8 else np.uint16 if top < 2**16 else np.int64)
@@ -739,8 +864,9 @@ def read_mask_and_grid(path: Path, what: str, var: str | None) -> tuple[np.ndarr
 def _check_same_grid(cube: Stored, mask_grid: Georef | None, path: Path, what: str) -> None:
     """A mask with a map grid must lie on the cube's (one without a grid is taken on the cube's pixel grid)."""
     if cube.georef is not None and mask_grid is not None and not cube.georef.same_grid(mask_grid):
-        raise HsixaiError(f"{path}: {what}: expected the cube's grid ({cube.georef.describe()}), "
-                          f"found {mask_grid.describe()}")
+        raise HsixaiError(
+            f"{path}: {what}: expected the cube's grid ({cube.georef.describe()}), found {mask_grid.describe()}"
+        )
 
 
 # --------------------------------------------------------------------------- convert
@@ -767,8 +893,9 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
     train, train_grid = read_mask_and_grid(req.train, "training mask", req.train_var)
     test, test_grid = read_mask_and_grid(req.test, "test mask", req.test_var)
     if test.shape != train.shape:
-        raise HsixaiError(f"{req.test}: test mask: expected the training mask's shape {train.shape}, "
-                          f"found {test.shape}")
+        raise HsixaiError(
+            f"{req.test}: test mask: expected the training mask's shape {train.shape}, found {test.shape}"
+        )
     n_classes = _class_count(req, train, test)
 
     cube = open_stored(req.cube, "hyperspectral cube", req.var, ndim=3)
@@ -776,8 +903,9 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
         check_cube(cube, str(cube.path))
         wavelengths = read_wavelength_file(req.wavelengths) if req.wavelengths else cube.wavelengths
         wl_source = req.wavelengths or cube.path
-        band_axis = resolve_band_axis(cube, req.band_axis, train.shape,
-                                      None if wavelengths is None else len(wavelengths))
+        band_axis = resolve_band_axis(
+            cube, req.band_axis, train.shape, None if wavelengths is None else len(wavelengths)
+        )
         n_bands = cube.shape[band_axis]
         spatial = tuple(s for a, s in enumerate(cube.shape) if a != band_axis)
         check_mask_shape(train, spatial, f"{req.train}: training mask")
@@ -786,11 +914,18 @@ def convert(req: ConvertRequest, progress: bool = False, block_bytes: int = BLOC
         _check_same_grid(cube, train_grid, req.train, "training mask")
         _check_same_grid(cube, test_grid, req.test, "test mask")
 
-        summary = {"cube": str(req.cube), "variable": cube.name or None, "band_axis": band_axis,
-                   "shape": [n_bands, *spatial], "dtype": str(cube.dtype.newbyteorder("=")),
-                   "train": str(req.train), "test": str(req.test), "n_classes": n_classes,
-                   "wavelengths": None if wavelengths is None else str(wl_source),
-                   "georef": None if cube.georef is None else cube.georef.to_json()}
+        summary = {
+            "cube": str(req.cube),
+            "variable": cube.name or None,
+            "band_axis": band_axis,
+            "shape": [n_bands, *spatial],
+            "dtype": str(cube.dtype.newbyteorder("=")),
+            "train": str(req.train),
+            "test": str(req.test),
+            "n_classes": n_classes,
+            "wavelengths": None if wavelengths is None else str(wl_source),
+            "georef": None if cube.georef is None else cube.georef.to_json(),
+        }
         with staged_outputs(req.out) as (stage,):
             nodata = _write_cube(cube, band_axis, stage / paths.RAW_CUBE, progress, block_bytes)
             summary["nodata_pixels"] = 0 if nodata is None else int(nodata.sum())
@@ -838,8 +973,10 @@ def _check_out_dir(out: Path) -> None:
     if out.is_dir():
         foreign = sorted(p.name for p in out.iterdir() if p.name not in RAW_FILES)
         if foreign:
-            raise HsixaiError(f"{out}: --out holds files that are not raw-format files ({', '.join(foreign[:3])}); "
-                              f"choose a new or empty directory")
+            raise HsixaiError(
+                f"{out}: --out holds files that are not raw-format files ({', '.join(foreign[:3])}); "
+                f"choose a new or empty directory"
+            )
 
 
 def _class_count(req: ConvertRequest, train: np.ndarray, test: np.ndarray) -> int:
@@ -878,7 +1015,8 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
     nodata = np.zeros((height, width), dtype=bool) if cube.nan_is_nodata else None
     with open(path, "wb") as fh:
         npy_format.write_array_header_2_0(
-            fh, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_bands, height, width)})
+            fh, {"descr": npy_format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_bands, height, width)}
+        )
         offset = fh.tell()
         for start in tqdm(range(0, height, rows), desc="convert: rows", unit="block", disable=not progress):
             try:
@@ -890,7 +1028,7 @@ def _write_cube(cube: Stored, band_axis: int, path: Path, progress: bool, block_
                 empty = None
                 if nodata is not None:
                     empty = np.isnan(block).all(axis=0)  # [rows, W]
-                    nodata[start:start + block.shape[1]] = empty
+                    nodata[start : start + block.shape[1]] = empty
                 bad += non_finite(block, ignore=empty).sum(axis=(1, 2))
             for b in range(n_bands):
                 fh.seek(offset + (b * height + start) * width * dtype.itemsize)

@@ -47,23 +47,30 @@ class Georef:
     source: str = ""
 
     def to_json(self) -> dict[str, Any]:
-        return {"crs": self.crs, "transform": list(self.transform), "width": self.width, "height": self.height,
-                "source": self.source}
+        return {
+            "crs": self.crs,
+            "transform": list(self.transform),
+            "width": self.width,
+            "height": self.height,
+            "source": self.source,
+        }
 
     def describe(self) -> str:
         """One line for messages: CRS, upper-left corner, pixel size, shape."""
         a, b, c, d, e, f = self.transform
         crs = self.crs if self.crs.startswith("EPSG:") else "a WKT CRS"
         rotation = "" if b == 0 and d == 0 else f", rotation terms ({b:g}, {d:g})"
-        return (f"{crs}, upper-left corner ({c:.3f}, {f:.3f}), pixels {a:g} x {e:g}{rotation}, "
-                f"{self.height} x {self.width}")
+        return (
+            f"{crs}, upper-left corner ({c:.3f}, {f:.3f}), pixels {a:g} x {e:g}{rotation}, {self.height} x {self.width}"
+        )
 
-    def same_grid(self, other: "Georef") -> bool:
+    def same_grid(self, other: Georef) -> bool:
         """Same CRS and the same pixel corners to 1/1000 of a pixel, and the same shape."""
         if (self.width, self.height) != (other.width, other.height) or not same_crs(self.crs, other.crs):
             return False
-        tolerance = 1e-3 * max(abs(self.transform[0]), abs(self.transform[4]), abs(self.transform[1]),
-                               abs(self.transform[3]))
+        tolerance = 1e-3 * max(
+            abs(self.transform[0]), abs(self.transform[4]), abs(self.transform[1]), abs(self.transform[3])
+        )
         return all(abs(x - y) <= tolerance for x, y in zip(self.transform, other.transform))
 
 
@@ -84,8 +91,9 @@ def crs_string(crs: Any, source: Path | str) -> str:
     try:
         crs = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
     except CRSError as exc:
-        raise HsixaiError(f"{source}: coordinate reference system not understood ({' '.join(str(exc).split())})"
-                          ) from None
+        raise HsixaiError(
+            f"{source}: coordinate reference system not understood ({' '.join(str(exc).split())})"
+        ) from None
     code = crs.to_epsg()
     return f"EPSG:{code}" if code is not None and CRS.from_epsg(code) == crs else crs.to_wkt()
 
@@ -97,8 +105,9 @@ def from_rasterio(dataset: Any, source: Path | str) -> Georef | None:
     if dataset.crs is None or dataset.transform == Affine.identity():
         return None
     t = dataset.transform
-    return Georef(crs_string(dataset.crs, source), (t.a, t.b, t.c, t.d, t.e, t.f), dataset.width, dataset.height,
-                  str(source))
+    return Georef(
+        crs_string(dataset.crs, source), (t.a, t.b, t.c, t.d, t.e, t.f), dataset.width, dataset.height, str(source)
+    )
 
 
 def synthetic_grid(height: int, width: int) -> Georef:
@@ -106,8 +115,13 @@ def synthetic_grid(height: int, width: int) -> Georef:
     multiples of 30 m."""
     x0 = SYNTHETIC_CENTRE[0] - (width // 2) * SYNTHETIC_PIXEL
     y0 = SYNTHETIC_CENTRE[1] + (height // 2) * SYNTHETIC_PIXEL
-    return Georef(SYNTHETIC_CRS, (SYNTHETIC_PIXEL, 0.0, x0, 0.0, -SYNTHETIC_PIXEL, y0), width, height,
-                  "synthetic scene: a plausible grid (UTM 29N, Guadalquivir marshes SW of Seville), not a real place")
+    return Georef(
+        SYNTHETIC_CRS,
+        (SYNTHETIC_PIXEL, 0.0, x0, 0.0, -SYNTHETIC_PIXEL, y0),
+        width,
+        height,
+        "synthetic scene: a plausible grid (UTM 29N, Guadalquivir marshes SW of Seville), not a real place",
+    )
 
 
 def write_synthetic_georef(directory: Path, height: int, width: int) -> None:
@@ -130,31 +144,43 @@ def read_georef(directory: Path, shape: tuple[int, int]) -> Georef | None:
         raise HsixaiError(f"{path}: not a readable JSON file ({' '.join(str(exc).split())})") from None
     georef = _parse(content, path)
     if (georef.height, georef.width) != tuple(shape):
-        raise HsixaiError(f"{path}: expected the grid of the cube's H x W {tuple(shape)}, "
-                          f"found height {georef.height}, width {georef.width}")
+        raise HsixaiError(
+            f"{path}: expected the grid of the cube's H x W {tuple(shape)}, "
+            f"found height {georef.height}, width {georef.width}"
+        )
     return georef
 
 
 def _parse(content: Any, path: Path) -> Georef:
-    expected = ("expected an object with 'crs' (\"EPSG:<code>\" or WKT), 'transform' (six numbers a, b, c, d, e, f), "
-                "'width' and 'height'")
+    expected = (
+        "expected an object with 'crs' (\"EPSG:<code>\" or WKT), 'transform' (six numbers a, b, c, d, e, f), "
+        "'width' and 'height'"
+    )
     if not isinstance(content, dict) or not {"crs", "transform", "width", "height"} <= set(content):
         found = sorted(content) if isinstance(content, dict) else type(content).__name__
         raise HsixaiError(f"{path}: {expected}, found {found}")
     transform = content["transform"]
-    if (not isinstance(transform, list) or len(transform) != 6
-            or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-                       for v in transform)):
+    if (
+        not isinstance(transform, list)
+        or len(transform) != 6
+        or not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in transform)
+    ):
         raise HsixaiError(f"{path}: 'transform': expected six finite numbers (a, b, c, d, e, f), found {transform!r}")
     a, b, _, d, e, _ = transform
     if a * e - b * d == 0:
-        raise HsixaiError(f"{path}: 'transform': expected an invertible affine map, found {transform!r} "
-                          f"(a*e - b*d = 0)")
+        raise HsixaiError(
+            f"{path}: 'transform': expected an invertible affine map, found {transform!r} (a*e - b*d = 0)"
+        )
     sizes = {k: content[k] for k in ("width", "height")}
     if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in sizes.values()):
         raise HsixaiError(f"{path}: 'width' and 'height': expected positive integers, found {sizes}")
     if not isinstance(content["crs"], str) or not content["crs"].strip():
         raise HsixaiError(f"{path}: 'crs': expected \"EPSG:<code>\" or WKT, found {content['crs']!r}")
     crs_string(content["crs"], f"{path}: 'crs'")  # parses, or says why not
-    return Georef(content["crs"], tuple(float(v) for v in transform), sizes["width"], sizes["height"],
-                  str(content.get("source", "")))
+    return Georef(
+        content["crs"],
+        tuple(float(v) for v in transform),
+        sizes["width"],
+        sizes["height"],
+        str(content.get("source", "")),
+    )

@@ -15,9 +15,9 @@ label maps, and a split's samples as patch corners.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -31,8 +31,14 @@ from ..paths import Paths, PreparedFiles, SplitFiles
 class PatchSampler:
     """Gathers patches [batch, bands, p, p] (float32) around pixels of a [bands, H, W] cube."""
 
-    def __init__(self, cube: np.ndarray | Path, mean: np.ndarray, std: np.ndarray, patch_size: int,
-                 device: torch.device | str = "cpu"):
+    def __init__(
+        self,
+        cube: np.ndarray | Path,
+        mean: np.ndarray,
+        std: np.ndarray,
+        patch_size: int,
+        device: torch.device | str = "cpu",
+    ):
         self.patch_size = patch_size
         self.device = torch.device(device)
         self.radius = r = patch_size // 2
@@ -43,8 +49,10 @@ class PatchSampler:
             shape = cube.shape
         self.n_bands, self.height, self.width = shape
         if patch_size > min(self.height, self.width):
-            raise HsixaiError(f"params: patch_size: expected at most the scene's smaller side "
-                              f"({min(self.height, self.width)} px), found {patch_size}")
+            raise HsixaiError(
+                f"params: patch_size: expected at most the scene's smaller side "
+                f"({min(self.height, self.width)} px), found {patch_size}"
+            )
         if len(mean) != self.n_bands or len(std) != self.n_bands:
             raise HsixaiError(f"band statistics have {len(mean)} bands, the cube {self.n_bands}")
         self.padded_width = self.width + 2 * r
@@ -54,10 +62,10 @@ class PatchSampler:
         if isinstance(cube, Path):
             with BandReader(info) as reader:  # band by band: never two full copies in memory
                 for b in range(self.n_bands):
-                    padded[r:r + self.height, r:r + self.width, b] = (reader.read(b) - mean[b]) / std[b]
+                    padded[r : r + self.height, r : r + self.width, b] = (reader.read(b) - mean[b]) / std[b]
         else:
             for b in range(self.n_bands):
-                padded[r:r + self.height, r:r + self.width, b] = (cube[b] - mean[b]) / std[b]
+                padded[r : r + self.height, r : r + self.width, b] = (cube[b] - mean[b]) / std[b]
         self.flat = torch.from_numpy(padded.reshape(-1, self.n_bands)).to(self.device)
         dy, dx = np.meshgrid(np.arange(patch_size), np.arange(patch_size), indexing="ij")
         self.offsets = torch.from_numpy((dy * self.padded_width + dx).ravel()).to(self.device)
@@ -73,12 +81,13 @@ class PatchSampler:
         patches = torch.index_select(self.flat, 0, rows).view(len(centres), -1, self.n_bands)  # [n, p*p, bands]
         return patches.permute(0, 2, 1).reshape(len(centres), self.n_bands, self.patch_size, self.patch_size)
 
-    def batches(self, centres: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                generator: torch.Generator | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, centres: torch.Tensor, labels: torch.Tensor, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """(patches, labels) batches over the samples, shuffled when `generator` is given."""
         order = torch.randperm(len(centres), generator=generator).to(self.device) if generator is not None else None
         for start in range(0, len(centres), batch_size):
-            idx = order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
             yield self.gather(centres[idx]), labels[idx]
 
 

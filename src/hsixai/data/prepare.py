@@ -67,8 +67,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
 
     with staged_outputs(paths.prepared_dir, paths.figures_dir("prepare")) as (out, figs):
         files, figures = paths.prepared_files(out), paths.figures("prepare", figs)
-        with BandReader(scene.cube) as reader, \
-                NpyStreamWriter(files.cube, (len(kept), height, width), np.float32) as writer:
+        with (
+            BandReader(scene.cube) as reader,
+            NpyStreamWriter(files.cube, (len(kept), height, width), np.float32) as writer,
+        ):
             for i, b in enumerate(tqdm(kept, desc="prepare: bands", unit="band", disable=not progress)):
                 band = reader.read(int(b)).astype(np.float32)
                 # Pixels without data may hold anything (NaN included): they are filled below.
@@ -94,8 +96,12 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 if i in colour_bands:
                     rgb[i] = band.copy()
         if constant:
-            log.warning("%s: %d kept bands are constant and were written as zeros: raw band indices %s",
-                        scene.cube.path, len(constant), constant[:10])
+            log.warning(
+                "%s: %d kept bands are constant and were written as zeros: raw band indices %s",
+                scene.cube.path,
+                len(constant),
+                constant[:10],
+            )
 
         np.save(files.training_mask, train)
         np.save(files.test_labels, test)
@@ -123,11 +129,21 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
 
         mean = sums / train_counts[:, None]
         std = np.sqrt(np.maximum(sums_sq / train_counts[:, None] - mean**2, 0.0))
-        plots.class_spectra(wavelengths, mean, std, train_counts, names, scene.wavelength_unit,
-                            figures.class_spectra, "Mean raw training spectrum per class (+-1 std), kept bands")
+        plots.class_spectra(
+            wavelengths,
+            mean,
+            std,
+            train_counts,
+            names,
+            scene.wavelength_unit,
+            figures.class_spectra,
+            "Mean raw training spectrum per class (+-1 std), kept bands",
+        )
         unit = " nm" if scene.wavelength_unit == "nm" else ""
-        plots.false_colour(np.stack([rgb[i] for i in colour_bands]),
-                           [f"{wavelengths[i]:.0f}{unit}" for i in colour_bands],
-                           figures.false_colour, f"False-colour composite ({height} x {width} px)")
+        plots.false_colour(
+            np.stack([rgb[i] for i in colour_bands]),
+            [f"{wavelengths[i]:.0f}{unit}" for i in colour_bands],
+            figures.false_colour,
+            f"False-colour composite ({height} x {width} px)",
+        )
     return meta
-

@@ -20,8 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from ..checks import (check_cube, check_labels, check_labels_have_data, check_length, check_mask_shape,
-                      check_positive_finite)
+from ..checks import (
+    check_cube,
+    check_labels,
+    check_labels_have_data,
+    check_length,
+    check_mask_shape,
+    check_positive_finite,
+)
 from ..errors import HsixaiError
 from ..io import NpyInfo, inspect_npy, load_npy
 from .georef import Georef, read_georef
@@ -71,8 +77,10 @@ def open_raw_scene(directory: Path, n_classes: int) -> RawScene:
     _check_fwhm(directory / paths.RAW_FWHM, cube.shape[0])
     nodata = _load_nodata(directory / paths.RAW_NODATA, spatial)
     if nodata is not None:
-        for path, mask, what in ((directory / paths.RAW_TRAIN, train, "training mask"),
-                                 (directory / paths.RAW_TEST, test, "test mask")):
+        for path, mask, what in (
+            (directory / paths.RAW_TRAIN, train, "training mask"),
+            (directory / paths.RAW_TEST, test, "test mask"),
+        ):
             check_labels_have_data(mask, nodata, f"{path}: {what}")
     return RawScene(directory, cube, train, test, wavelengths, unit, nodata, read_georef(directory, spatial))
 
@@ -109,8 +117,10 @@ def kept_bands(n_bands: int, removed: list[int]) -> np.ndarray:
     """
     out_of_range = [b for b in removed if b >= n_bands]
     if out_of_range:
-        raise HsixaiError(f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
-                          f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})")
+        raise HsixaiError(
+            f"params: data.remove_bands: band indices {out_of_range[:5]} are out of range "
+            f"for a cube with {n_bands} bands (valid: 0..{n_bands - 1})"
+        )
     kept = np.setdiff1d(np.arange(n_bands), removed).astype(np.int32)
     if kept.size == 0:
         raise HsixaiError(f"params: data.remove_bands: removes all {n_bands} bands of the cube")

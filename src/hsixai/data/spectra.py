@@ -38,8 +38,14 @@ def prisma_wavelengths(n_bands: int = 234) -> np.ndarray:
 def atmospheric_transmittance(wl: np.ndarray) -> np.ndarray:
     """Two-way transmittance after correction residuals: deep water-vapour bands at 1400 and 1900 nm."""
     t = 1.0
-    for centre, width, depth in [(760, 4, 0.5), (940, 25, 0.55), (1130, 30, 0.45),
-                                 (1395, 45, 0.97), (1880, 65, 0.99), (2500, 60, 0.5)]:
+    for centre, width, depth in [
+        (760, 4, 0.5),
+        (940, 25, 0.55),
+        (1130, 30, 0.45),
+        (1395, 45, 0.97),
+        (1880, 65, 0.99),
+        (2500, 60, 0.5),
+    ]:
         t = t * (1.0 - depth * _gauss(wl, centre, width))
     return t
 
@@ -62,8 +68,14 @@ def noise_std(wl: np.ndarray, base: float = 0.004) -> np.ndarray:
 # ---------------------------------------------------------------------------- surfaces
 def _liquid_water(wl: np.ndarray) -> np.ndarray:
     """A smooth stand-in for the absorption of liquid water in leaves and soil."""
-    return (0.04 * _gauss(wl, 970, 40) + 0.12 * _gauss(wl, 1200, 60) + 0.95 * _gauss(wl, 1450, 90)
-            + 1.5 * _gauss(wl, 1940, 110) + 0.9 * _sigmoid((wl - 2350.0) / 80.0) + 0.15 * _sigmoid((wl - 1300) / 200))
+    return (
+        0.04 * _gauss(wl, 970, 40)
+        + 0.12 * _gauss(wl, 1200, 60)
+        + 0.95 * _gauss(wl, 1450, 90)
+        + 1.5 * _gauss(wl, 1940, 110)
+        + 0.9 * _sigmoid((wl - 2350.0) / 80.0)
+        + 0.15 * _sigmoid((wl - 1300) / 200)
+    )
 
 
 def _dry_matter(wl: np.ndarray) -> np.ndarray:
@@ -71,8 +83,9 @@ def _dry_matter(wl: np.ndarray) -> np.ndarray:
     return 0.25 * _gauss(wl, 2100, 45) + 0.15 * _gauss(wl, 2300, 40) + 0.08 * _gauss(wl, 1730, 30)
 
 
-def leaf_canopy(wl: np.ndarray, chlorophyll: float, red_edge: float, nir: float, water: float,
-                dry: float, brightness: float = 0.0) -> np.ndarray:
+def leaf_canopy(
+    wl: np.ndarray, chlorophyll: float, red_edge: float, nir: float, water: float, dry: float, brightness: float = 0.0
+) -> np.ndarray:
     """Reflectance of a closed canopy.
 
     chlorophyll in [0, 1] deepens the blue and red wells and raises the green

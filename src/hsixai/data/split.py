@@ -42,8 +42,9 @@ from ..paths import Paths
 log = logging.getLogger(__name__)
 
 
-def spatial_split(labels: np.ndarray, n_classes: int, train_size: float, side: str,
-                  names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def spatial_split(
+    labels: np.ndarray, n_classes: int, train_size: float, side: str, names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class, cut at the column (left/right) or row (top/bottom) that puts the share of
     pixels on `side` closest to `train_size`. Returns (train, dev) label maps, -1 elsewhere."""
     names = names or [str(k) for k in range(n_classes)]
@@ -59,8 +60,10 @@ def spatial_split(labels: np.ndarray, n_classes: int, train_size: float, side: s
         lines, counts = np.unique(coord, return_counts=True)
         if len(lines) < 2:
             what = "column" if axis == 1 else "row"
-            raise HsixaiError(f"class {k} ({names[k]}): all {len(rows)} training pixels lie in one {what}; "
-                              f"a spatial split to the {side} needs at least two (use split.strategy: random_stratified)")
+            raise HsixaiError(
+                f"class {k} ({names[k]}): all {len(rows)} training pixels lie in one {what}; "
+                f"a spatial split to the {side} needs at least two (use split.strategy: random_stratified)"
+            )
         share = np.cumsum(counts)[:-1] / len(coord)  # train share if cut after each line (dev never empty)
         cut = lines[int(np.argmin(np.abs(share - train_size)))]
         is_train = coord <= cut
@@ -69,8 +72,9 @@ def spatial_split(labels: np.ndarray, n_classes: int, train_size: float, side: s
     return train, dev
 
 
-def random_stratified_split(labels: np.ndarray, n_classes: int, train_size: float, rng: np.random.Generator,
-                            names: list[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def random_stratified_split(
+    labels: np.ndarray, n_classes: int, train_size: float, rng: np.random.Generator, names: list[str] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Per class, a random `train_size` share of pixels for train and the rest for dev."""
     names = names or [str(k) for k in range(n_classes)]
     train = np.full(labels.shape, -1, dtype=np.int8)
@@ -90,25 +94,32 @@ def _require_pixels(n: int, k: int, names: list[str]) -> None:
         raise HsixaiError(f"class {k} ({names[k]}) has {n} training pixels; train and dev need at least one each")
 
 
-def buffer_dev(train: np.ndarray, dev: np.ndarray, buffer: int, names: list[str], buffer_setting: str,
-               strategy: str) -> tuple[np.ndarray, np.ndarray]:
+def buffer_dev(
+    train: np.ndarray, dev: np.ndarray, buffer: int, names: list[str], buffer_setting: str, strategy: str
+) -> tuple[np.ndarray, np.ndarray]:
     """Drop the dev pixels within Chebyshev distance `buffer` of any train pixel. Returns (dev, dropped)
     label maps int8 [H, W]; raises HsixaiError when a class is left without dev pixels."""
     kept, dropped = drop_near(dev, train, buffer)
     before, after = _per_class(dev, len(names)), _per_class(kept, len(names))
     for k, name in enumerate(names):
         if before[k] and not after[k]:
-            hint = ("random_stratified puts dev pixels next to train pixels: use split.strategy: spatial, "
-                    "or split.buffer: 0 to accept the leakage" if strategy == "random_stratified"
-                    else "lower split.buffer (or sweep.patch_sizes for auto)")
-            raise HsixaiError(f"class {k} ({name}): split.buffer={buffer_setting} drops all {before[k]} dev pixels "
-                              f"(each within {buffer} px of one of the {int((train >= 0).sum())} train pixels); "
-                              f"expected at least one dev pixel per class; {hint}")
+            hint = (
+                "random_stratified puts dev pixels next to train pixels: use split.strategy: spatial, "
+                "or split.buffer: 0 to accept the leakage"
+                if strategy == "random_stratified"
+                else "lower split.buffer (or sweep.patch_sizes for auto)"
+            )
+            raise HsixaiError(
+                f"class {k} ({name}): split.buffer={buffer_setting} drops all {before[k]} dev pixels "
+                f"(each within {buffer} px of one of the {int((train >= 0).sum())} train pixels); "
+                f"expected at least one dev pixel per class; {hint}"
+            )
     return kept, dropped
 
 
-def leakfree_test(train: np.ndarray, test: np.ndarray, buffer: int, names: list[str], buffer_setting: str,
-                  min_pixels: int) -> tuple[np.ndarray, list[str]]:
+def leakfree_test(
+    train: np.ndarray, test: np.ndarray, buffer: int, names: list[str], buffer_setting: str, min_pixels: int
+) -> tuple[np.ndarray, list[str]]:
     """The test pixels farther than `buffer` from every train pixel (int8 [H, W], -1 elsewhere), and the
     names of the classes with fewer than `min_pixels` of them. A class with test pixels but no leak-free
     one is an error."""
@@ -117,13 +128,21 @@ def leakfree_test(train: np.ndarray, test: np.ndarray, buffer: int, names: list[
     too_few = []
     for k, name in enumerate(names):
         if before[k] and not after[k]:
-            raise HsixaiError(f"class {k} ({name}): split.buffer={buffer_setting} leaves no leak-free test pixel "
-                              f"(all {before[k]} test pixels lie within {buffer} px of a train pixel); "
-                              f"expected at least one; lower split.buffer (or sweep.patch_sizes for auto)")
+            raise HsixaiError(
+                f"class {k} ({name}): split.buffer={buffer_setting} leaves no leak-free test pixel "
+                f"(all {before[k]} test pixels lie within {buffer} px of a train pixel); "
+                f"expected at least one; lower split.buffer (or sweep.patch_sizes for auto)"
+            )
         if after[k] < min_pixels:
-            log.warning("class %d (%s) has %d leak-free test pixels (of %d), fewer than split.min_leakfree_pixels="
-                        "%d: reported, but left out of the leak-free AA and macro F1", k, name, after[k], before[k],
-                        min_pixels)
+            log.warning(
+                "class %d (%s) has %d leak-free test pixels (of %d), fewer than split.min_leakfree_pixels="
+                "%d: reported, but left out of the leak-free AA and macro F1",
+                k,
+                name,
+                after[k],
+                before[k],
+                min_pixels,
+            )
             too_few.append(name)
     return kept, too_few
 
@@ -132,21 +151,29 @@ def _per_class(labels: np.ndarray, n_classes: int) -> list[int]:
     return np.bincount(labels[labels >= 0], minlength=n_classes).astype(int).tolist()
 
 
-def xai_sample(dev: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator,
-               names: list[str]) -> np.ndarray:
+def xai_sample(
+    dev: np.ndarray, n_classes: int, per_class: int, rng: np.random.Generator, names: list[str]
+) -> np.ndarray:
     """Up to `per_class` dev pixels per class, drawn without replacement. Label map, -1 elsewhere."""
     xai = np.full(dev.shape, -1, dtype=np.int8)
     for k in range(n_classes):
         flat = np.flatnonzero(dev.ravel() == k)
         if len(flat) < per_class:
-            log.warning("class %d (%s) has %d dev pixels, fewer than xai.samples_per_class=%d: using all of them",
-                        k, names[k], len(flat), per_class)
+            log.warning(
+                "class %d (%s) has %d dev pixels, fewer than xai.samples_per_class=%d: using all of them",
+                k,
+                names[k],
+                len(flat),
+                per_class,
+            )
         chosen = rng.choice(flat, size=min(per_class, len(flat)), replace=False)
         xai.ravel()[np.sort(chosen)] = k
     return xai
 
 
-def band_statistics(cube_reader: BandReader, pixels: np.ndarray, progress: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def band_statistics(
+    cube_reader: BandReader, pixels: np.ndarray, progress: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-band mean and std (float32 [bands]) over the flat pixel indices `pixels`, one band at a time."""
     mean = np.zeros(cube_reader.n_bands, dtype=np.float64)
     std = np.zeros(cube_reader.n_bands, dtype=np.float64)
@@ -170,8 +197,10 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         raise HsixaiError(f"{meta_path}: not a valid meta.json of the prepare stage ({exc}); re-run prepare") from None
     names = params.data.class_names
     if prepared_names != names:
-        raise HsixaiError(f"params: data.class_names {names} differ from those the prepared data was made with "
-                          f"{prepared_names} (re-run prepare)")
+        raise HsixaiError(
+            f"params: data.class_names {names} differ from those the prepared data was made with "
+            f"{prepared_names} (re-run prepare)"
+        )
     cube = inspect_npy(paths.prepared_cube, "prepared cube")
     labels = load_npy(prepared.training_mask, "training labels", ndim=2, kinds="i", shape=cube.shape[1:])
     test = load_npy(prepared.test_labels, "test labels", ndim=2, kinds="i", shape=cube.shape[1:])
@@ -192,14 +221,28 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         mean, std = band_statistics(reader, np.flatnonzero(train.ravel() >= 0), progress)
 
     count = lambda m: dict(zip(names, _per_class(m, k)))  # noqa: E731
-    leakfree = {"buffer": buffer, "min_leakfree_pixels": cfg.min_leakfree_pixels,
-                "n_test_leakfree_per_class": count(test_leakfree), "classes_too_few": too_few}
-    summary = {"strategy": cfg.strategy, "train_size": cfg.train_size,
-               "train_side": cfg.train_side if cfg.strategy == "spatial" else None,
-               "buffer": buffer, "buffer_setting": cfg.buffer,
-               "pixels": {"train": count(train), "dev": count(dev), "dev_dropped_by_buffer": count(dropped),
-                          "test": count(test), "test_leakfree": count(test_leakfree), "xai": count(xai)},
-               "leakfree_classes_too_few": too_few}
+    leakfree = {
+        "buffer": buffer,
+        "min_leakfree_pixels": cfg.min_leakfree_pixels,
+        "n_test_leakfree_per_class": count(test_leakfree),
+        "classes_too_few": too_few,
+    }
+    summary = {
+        "strategy": cfg.strategy,
+        "train_size": cfg.train_size,
+        "train_side": cfg.train_side if cfg.strategy == "spatial" else None,
+        "buffer": buffer,
+        "buffer_setting": cfg.buffer,
+        "pixels": {
+            "train": count(train),
+            "dev": count(dev),
+            "dev_dropped_by_buffer": count(dropped),
+            "test": count(test),
+            "test_leakfree": count(test_leakfree),
+            "xai": count(xai),
+        },
+        "leakfree_classes_too_few": too_few,
+    }
     with staged_outputs(paths.split_dir, paths.figures_dir("split")) as (out, figs):
         files = paths.split_files(out)
         np.save(files.train_labels, train)
@@ -209,8 +252,17 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         np.savez(files.band_stats, mean=mean, std=std)
         write_json(files.leakfree, leakfree)
         write_json(files.summary, summary)
-        plots.label_maps({"train": train, f"dev (buffer {buffer} px)": dev,
-                          f"dev dropped (within {buffer} px of train)": dropped,
-                          "test": test, f"test leak-free (> {buffer} px from train)": test_leakfree,
-                          "xAI sample": xai}, names, paths.figures("split", figs).masks, columns=3)
+        plots.label_maps(
+            {
+                "train": train,
+                f"dev (buffer {buffer} px)": dev,
+                f"dev dropped (within {buffer} px of train)": dropped,
+                "test": test,
+                f"test leak-free (> {buffer} px from train)": test_leakfree,
+                "xAI sample": xai,
+            },
+            names,
+            paths.figures("split", figs).masks,
+            columns=3,
+        )
     return summary

@@ -30,7 +30,7 @@ from scipy.special import expit
 from tqdm import tqdm
 
 from .. import paths
-from ..config import CROP_NAMES, AdaptSyntheticConfig, SynthesizeConfig
+from ..config import CROP_NAMES, AdaptShadowConfig, AdaptSyntheticConfig, SynthesizeConfig
 from ..io import NpyStreamWriter, staged_outputs, write_json
 from . import georef, spectra
 
@@ -60,12 +60,12 @@ class CropTraits:
 
 
 CROPS = {
-    1: CropTraits(0.25, 704, 0.33, 0.35, 0.9, 0.92, 0.02, 0.06, "soil", 0.02),   # durum wheat, ripening
-    2: CropTraits(0.90, 721, 0.40, 1.00, 0.1, 0.60, 0.03, 0.03, "soil"),         # oranges, dense even groves
-    3: CropTraits(0.45, 711, 0.30, 0.60, 0.6, 0.70, 0.05, 0.18, "soil"),         # permanent grassland
-    4: CropTraits(0.85, 717, 0.42, 1.00, 0.1, 0.35, 0.04, 0.10, "water"),        # rice, flooded, tillering
-    5: CropTraits(1.00, 726, 0.52, 1.10, 0.0, 0.85, 0.03, 0.08, "soil"),         # sunflower, vigorous
-    6: CropTraits(0.82, 719, 0.38, 0.90, 0.2, 0.55, 0.20, 0.05, "soil", 0.01),   # olives, sparse irregular
+    1: CropTraits(0.25, 704, 0.33, 0.35, 0.9, 0.92, 0.02, 0.06, "soil", 0.02),  # durum wheat, ripening
+    2: CropTraits(0.90, 721, 0.40, 1.00, 0.1, 0.60, 0.03, 0.03, "soil"),  # oranges, dense even groves
+    3: CropTraits(0.45, 711, 0.30, 0.60, 0.6, 0.70, 0.05, 0.18, "soil"),  # permanent grassland
+    4: CropTraits(0.85, 717, 0.42, 1.00, 0.1, 0.35, 0.04, 0.10, "water"),  # rice, flooded, tillering
+    5: CropTraits(1.00, 726, 0.52, 1.10, 0.0, 0.85, 0.03, 0.08, "soil"),  # sunflower, vigorous
+    6: CropTraits(0.82, 719, 0.38, 0.90, 0.2, 0.55, 0.20, 0.05, "soil", 0.01),  # olives, sparse irregular
 }
 
 
@@ -83,8 +83,9 @@ def synthesize(cfg: SynthesizeConfig, seed: int, out_dir: Path, progress: bool =
     return _acquire(cfg, np.random.default_rng(seed), seed, out_dir, progress, CROPS, None)
 
 
-def synthesize_target(cfg: SynthesizeConfig, target: AdaptSyntheticConfig, seed: int, out_dir: Path,
-                      progress: bool = True) -> dict:
+def synthesize_target(
+    cfg: SynthesizeConfig, target: AdaptSyntheticConfig, seed: int, out_dir: Path, progress: bool = True
+) -> dict:
     """A target acquisition for domain adaptation, in the raw format, into `out_dir`.
 
     A neighbouring area (its own parcels and masks, drawn from `seed`) of the
@@ -103,10 +104,24 @@ def synthesize_target(cfg: SynthesizeConfig, target: AdaptSyntheticConfig, seed:
     def transform(b: int, band: np.ndarray) -> np.ndarray:
         return band * gain[b] * (1.0 - shadow * (1.0 - dark[b])) + path[b]
 
-    extra = {"acquisition": {"phenology_shift": target.phenology_shift, "gain": target.gain,
-                             "offset": target.offset, "shadow_pixels": int((shadow > 0.5).sum())}}
-    return _acquire(scene_cfg, np.random.default_rng([seed, 1]), seed, out_dir, progress,
-                    later_date(target.phenology_shift), transform, extra)
+    extra = {
+        "acquisition": {
+            "phenology_shift": target.phenology_shift,
+            "gain": target.gain,
+            "offset": target.offset,
+            "shadow_pixels": int((shadow > 0.5).sum()),
+        }
+    }
+    return _acquire(
+        scene_cfg,
+        np.random.default_rng([seed, 1]),
+        seed,
+        out_dir,
+        progress,
+        later_date(target.phenology_shift),
+        transform,
+        extra,
+    )
 
 
 def later_date(shift: float) -> dict[int, CropTraits]:
@@ -134,8 +149,16 @@ def _shadow(height: int, width: int, fraction: float, rng: np.random.Generator) 
     return expit((1.0 - r) / 0.08).astype(np.float32)
 
 
-def _acquire(cfg: SynthesizeConfig, root_rng: np.random.Generator, seed: int, out_dir: Path, progress: bool,
-             crops: dict, transform, extra: dict | None = None) -> dict:
+def _acquire(
+    cfg: SynthesizeConfig,
+    root_rng: np.random.Generator,
+    seed: int,
+    out_dir: Path,
+    progress: bool,
+    crops: dict,
+    transform,
+    extra: dict | None = None,
+) -> dict:
     """Draw a scene and write one acquisition of it; `transform(b, band)` alters each noise-free band."""
     layout_rng, spectra_rng, texture_rng, label_rng, noise_rng = root_rng.spawn(5)
 
@@ -236,23 +259,29 @@ def _cover_types(district: np.ndarray, n_districts: int, rng: np.random.Generato
 
 
 # ---------------------------------------------------------------------------- spectra and texture
-def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Generator,
-                    crops: dict = CROPS) -> tuple[np.ndarray, np.ndarray]:
+def _parcel_spectra(
+    cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Generator, crops: dict = CROPS
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-parcel canopy and background spectra [n_parcels, bands], with parcel-level variability."""
     n = len(cover_type)
     canopy = np.zeros((n, len(wl)), dtype=np.float32)
     ground = np.zeros((n, len(wl)), dtype=np.float32)
     for p, kind in enumerate(cover_type):
-        soil_ = spectra.soil(wl, brightness=rng.uniform(0.22, 0.36), moisture=rng.uniform(0.0, 0.25),
-                             iron=rng.uniform(0.2, 0.9))
+        soil_ = spectra.soil(
+            wl, brightness=rng.uniform(0.22, 0.36), moisture=rng.uniform(0.0, 0.25), iron=rng.uniform(0.2, 0.9)
+        )
         if kind in crops:
             t = crops[kind]
             # Phenology and vigour differ from field to field.
             canopy[p] = spectra.leaf_canopy(
-                wl, chlorophyll=float(np.clip(t.chlorophyll + rng.normal(0, 0.07), 0.05, 1.0)),
-                red_edge=t.red_edge + rng.normal(0, 2.5), nir=t.nir * rng.uniform(0.9, 1.1),
-                water=max(t.water + rng.normal(0, 0.08), 0.0), dry=max(t.dry + rng.normal(0, 0.08), 0.0),
-                brightness=t.brightness)
+                wl,
+                chlorophyll=float(np.clip(t.chlorophyll + rng.normal(0, 0.07), 0.05, 1.0)),
+                red_edge=t.red_edge + rng.normal(0, 2.5),
+                nir=t.nir * rng.uniform(0.9, 1.1),
+                water=max(t.water + rng.normal(0, 0.08), 0.0),
+                dry=max(t.dry + rng.normal(0, 0.08), 0.0),
+                brightness=t.brightness,
+            )
             ground[p] = spectra.water(wl, rng.uniform(0.3, 1.0)) if t.background == "water" else soil_
         elif kind == SOIL:
             canopy[p] = ground[p] = soil_
@@ -266,8 +295,7 @@ def _parcel_spectra(cover_type: np.ndarray, wl: np.ndarray, rng: np.random.Gener
     return canopy, ground
 
 
-def _cover_fraction(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Generator,
-                    crops: dict = CROPS) -> np.ndarray:
+def _cover_fraction(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Generator, crops: dict = CROPS) -> np.ndarray:
     """Canopy cover per sub-pixel [Hs, Ws]: the crop's mean, a smooth vigour field, and its texture."""
     s = cfg.subpixels
     n = len(layout.cover_type)
@@ -304,7 +332,7 @@ def _labels(cfg: SynthesizeConfig, layout: Layout, rng: np.random.Generator) -> 
     """
     s = cfg.subpixels
     h, w = cfg.height, cfg.width
-    centre = layout.parcel[s // 2::s, s // 2::s][:h, :w]
+    centre = layout.parcel[s // 2 :: s, s // 2 :: s][:h, :w]
     blocks = layout.parcel.reshape(h, s, w, s)
     purity = (blocks == centre[:, None, :, None]).mean(axis=(1, 3))
     kind = layout.cover_type[centre]
@@ -333,8 +361,10 @@ def _summary(cfg: SynthesizeConfig, seed: int, layout: Layout, train: np.ndarray
         "seed": seed,
         "shape": [cfg.bands, cfg.height, cfg.width],
         "n_parcels": int(len(layout.cover_type) - 2),
-        "parcels_per_cover_type": {**{n: int(kinds[k + 1]) for k, n in enumerate(CROP_NAMES)},
-                                   **{BACKGROUND_NAMES[k]: int(kinds[k]) for k in (SOIL, URBAN)}},
+        "parcels_per_cover_type": {
+            **{n: int(kinds[k + 1]) for k, n in enumerate(CROP_NAMES)},
+            **{BACKGROUND_NAMES[k]: int(kinds[k]) for k in (SOIL, URBAN)},
+        },
         "train_pixels": counts(train),
         "test_pixels": counts(test),
     }
@@ -347,8 +377,9 @@ def run(params, paths, progress: bool = True) -> dict:
 
 def run_target(params, paths, progress: bool = True) -> dict:
     """The `adapt_synthesize` stage: the target acquisition of `params.adapt.synthetic` into data/adapt/."""
-    return synthesize_target(params.synthesize, params.adapt.synthetic, params.seed, paths.adapt_target_synthetic,
-                             progress)
+    return synthesize_target(
+        params.synthesize, params.adapt.synthetic, params.seed, paths.adapt_target_synthetic, progress
+    )
 
 
 # ---------------------------------------------------------------------------- the one-scene adaptation pair
@@ -357,8 +388,9 @@ def run_target(params, paths, progress: bool = True) -> dict:
 SHADOW_PLACEMENTS = 64  # candidate shadow ellipses; the one whose worst class count is largest is kept
 
 
-def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", seed: int, out_dir: Path,
-                            progress: bool = True) -> dict:
+def synthesize_shadow_scene(
+    cfg: SynthesizeConfig, shadow: AdaptShadowConfig, seed: int, out_dir: Path, progress: bool = True
+) -> dict:
     """One scene partly under a cloud shadow, in the raw format plus region.npy (1 = under the shadow).
 
     The published University of Houston setting: a single acquisition, source =
@@ -389,8 +421,9 @@ def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", 
         noise_rng = np.random.default_rng([seed, 4])
         cube = np.load(sunlit / names.RAW_CUBE, mmap_mode="r")
         with NpyStreamWriter(stage / names.RAW_CUBE, cube.shape, np.float32) as out:
-            for b in tqdm(range(cube.shape[0]), desc="adapt_shadow_synthesize: bands", unit="band",
-                          disable=not progress):
+            for b in tqdm(
+                range(cube.shape[0]), desc="adapt_shadow_synthesize: bands", unit="band", disable=not progress
+            ):
                 scale = 1.0 - weight * (1.0 - dark[b])  # 1 in the sun, dark[b] deep in the shadow
                 restore = sigma[b] * np.sqrt(np.clip(1.0 - scale**2, 0.0, None))
                 band = cube[b] * scale + restore * noise_rng.standard_normal(scale.shape, dtype=np.float32)
@@ -400,17 +433,24 @@ def synthesize_shadow_scene(cfg: SynthesizeConfig, shadow: "AdaptShadowConfig", 
             shutil.copyfile(sunlit / name, stage / name)  # the map grid too: the shadow is on the same ground
         region = (weight >= 0.5).astype(np.int8)
         np.save(stage / names.RAW_REGION, region)
-        summary = {"generator": "hsixai one-scene adaptation pair (cloud shadow)", "seed": seed,
-                   "scene_seed": scene_seed, "shape": [int(len(wl)), shadow.height, shadow.width],
-                   "shadow_pixels": int(region.sum()), "shadow_fraction": float(region.mean()),
-                   "worst_class_count": worst, **_region_counts(train, test, region)}
+        summary = {
+            "generator": "hsixai one-scene adaptation pair (cloud shadow)",
+            "seed": seed,
+            "scene_seed": scene_seed,
+            "shape": [int(len(wl)), shadow.height, shadow.width],
+            "shadow_pixels": int(region.sum()),
+            "shadow_fraction": float(region.mean()),
+            "worst_class_count": worst,
+            **_region_counts(train, test, region),
+        }
         shutil.rmtree(sunlit)
         write_json(stage / names.RAW_SYNTHETIC_SUMMARY, summary)
     return summary
 
 
-def _place_shadow(train: np.ndarray, test: np.ndarray, fraction: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, int]:
+def _place_shadow(
+    train: np.ndarray, test: np.ndarray, fraction: float, rng: np.random.Generator
+) -> tuple[np.ndarray, int]:
     """Soft shadow weight [H, W] in [0, 1] (an ellipse over about `fraction` of the scene, 0 beyond its soft edge),
     and its worst count.
 
@@ -439,8 +479,9 @@ def _region_counts(train: np.ndarray, test: np.ndarray, region: np.ndarray) -> d
     out = {}
     for mask_name, mask in (("train", train), ("test", test)):
         for side, inside in (("shadow", region == 1), ("sun", region == 0)):
-            out[f"{mask_name}_{side}"] = {name: int(((mask == k + 1) & inside).sum())
-                                          for k, name in enumerate(CROP_NAMES)}
+            out[f"{mask_name}_{side}"] = {
+                name: int(((mask == k + 1) & inside).sum()) for k, name in enumerate(CROP_NAMES)
+            }
     return out
 
 
@@ -448,11 +489,16 @@ def run_adapt_source(params, paths, progress: bool = True) -> dict:
     """The `adapt_source_synthesize` stage: the two_scenes pair's source, the scene generator at
     `params.adapt.source_synthetic`'s size, into data/adapt/source_synthetic/."""
     size = params.adapt.source_synthetic
-    return synthesize(replace(params.synthesize, height=size.height, width=size.width), params.seed,
-                      paths.adapt_source_synthetic, progress)
+    return synthesize(
+        replace(params.synthesize, height=size.height, width=size.width),
+        params.seed,
+        paths.adapt_source_synthetic,
+        progress,
+    )
 
 
 def run_shadow(params, paths, progress: bool = True) -> dict:
     """The `adapt_shadow_synthesize` stage: the one-scene pair of `params.adapt.shadow_synthetic`."""
-    return synthesize_shadow_scene(params.synthesize, params.adapt.shadow_synthetic, params.seed,
-                                   paths.adapt_shadow_synthetic, progress)
+    return synthesize_shadow_scene(
+        params.synthesize, params.adapt.shadow_synthetic, params.seed, paths.adapt_shadow_synthetic, progress
+    )

@@ -18,12 +18,22 @@ class CNN2D(nn.Module):
         self.reduce = nn.Sequential(nn.Conv2d(n_bands, n_comps, kernel_size=1), nn.Tanh())
         blocks, channels = [], n_comps
         for width in (32, 64, 128, 256):
-            blocks += [nn.Conv2d(channels, width, kernel_size=3, padding=1), nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+            blocks += [
+                nn.Conv2d(channels, width, kernel_size=3, padding=1),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
             channels = width
         self.features = nn.Sequential(*blocks)
         self.head = nn.Sequential(
-            nn.Linear(256, 256), nn.LayerNorm(256), nn.ReLU(inplace=True), nn.Dropout(0.5),
-            nn.Linear(256, 128), nn.LayerNorm(128), nn.ReLU(inplace=True), nn.Dropout(0.5),
+            nn.Linear(256, 256),
+            nn.LayerNorm(256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(256, 128),
+            nn.LayerNorm(128),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
             nn.Linear(128, n_classes),
         )
         from . import init_weights

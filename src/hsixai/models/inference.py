@@ -19,6 +19,7 @@ from . import build_model
 
 def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict]:
     """A trained instance in eval mode, and its metadata. Tensors only: loaded with weights_only=True."""
+
     def build(meta: dict) -> nn.Module:
         return build_model(meta["model"], meta["n_bands"], meta["n_classes"], meta["patch_size"], meta["n_comps"])
 
@@ -26,14 +27,20 @@ def load_classifier(path: Path, device: torch.device | str = "cpu") -> tuple[nn.
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, sampler: PatchSampler, centres: torch.Tensor, batch_size: int,
-            progress: bool = False, desc: str = "predict") -> np.ndarray:
+def predict(
+    model: nn.Module,
+    sampler: PatchSampler,
+    centres: torch.Tensor,
+    batch_size: int,
+    progress: bool = False,
+    desc: str = "predict",
+) -> np.ndarray:
     """Logits [n, classes] for the patches at `centres`, in eval mode, batch by batch."""
     was_training = model.training
     model.eval()
     out = []
     starts = range(0, len(centres), batch_size)
     for start in tqdm(starts, desc=desc, unit="batch", leave=False, disable=not progress):
-        out.append(model(sampler.gather(centres[start:start + batch_size])).float().cpu())
+        out.append(model(sampler.gather(centres[start : start + batch_size])).float().cpu())
     model.train(was_training)
     return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)

@@ -19,8 +19,18 @@ class PatchViT(nn.Module):
     (ceil(p/3))^2 tokens of n_comps*9 values, each embedded linearly to d_model.
     """
 
-    def __init__(self, n_bands: int, n_classes: int, patch_size: int, n_comps: int = 15,
-                 d_model: int = 128, depth: int = 6, heads: int = 4, ff: int = 256, dropout: float = 0.1):
+    def __init__(
+        self,
+        n_bands: int,
+        n_classes: int,
+        patch_size: int,
+        n_comps: int = 15,
+        d_model: int = 128,
+        depth: int = 6,
+        heads: int = 4,
+        ff: int = 256,
+        dropout: float = 0.1,
+    ):
         super().__init__()
         self.grid = math.ceil(patch_size / TOKEN)
         self.pad = self.grid * TOKEN - patch_size
@@ -28,8 +38,9 @@ class PatchViT(nn.Module):
         self.embed = nn.Sequential(nn.Linear(n_comps * TOKEN * TOKEN, d_model), nn.GELU())
         self.cls = nn.Parameter(torch.zeros(1, 1, d_model))
         self.pos = nn.Parameter(torch.zeros(1, self.grid * self.grid + 1, d_model))
-        layer = nn.TransformerEncoderLayer(d_model, heads, dim_feedforward=ff, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, heads, dim_feedforward=ff, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.blocks = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, n_classes)

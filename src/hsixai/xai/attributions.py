@@ -70,20 +70,41 @@ def explainer(model: nn.Module, cfg: XaiConfig):
         p.requires_grad_(False)
     ig = IntegratedGradients(model)
     if not cfg.noise_tunnel:
-        return lambda x, t: ig.attribute(x, baselines=0.0, target=t, n_steps=cfg.n_steps, method=cfg.method,
-                                         internal_batch_size=cfg.internal_batch_size)
+        return lambda x, t: ig.attribute(
+            x,
+            baselines=0.0,
+            target=t,
+            n_steps=cfg.n_steps,
+            method=cfg.method,
+            internal_batch_size=cfg.internal_batch_size,
+        )
     tunnel = NoiseTunnel(ig)
     # NoiseTunnel repeats each input nt_samples times; IG then splits the n_steps * inputs evaluations
     # into chunks of internal_batch_size, so memory stays bounded whatever the batch.
-    return lambda x, t: tunnel.attribute(x, nt_type=cfg.nt_type, nt_samples=cfg.nt_samples, stdevs=cfg.stdevs,
-                                         baselines=0.0, target=t, n_steps=cfg.n_steps, method=cfg.method,
-                                         internal_batch_size=cfg.internal_batch_size)
+    return lambda x, t: tunnel.attribute(
+        x,
+        nt_type=cfg.nt_type,
+        nt_samples=cfg.nt_samples,
+        stdevs=cfg.stdevs,
+        baselines=0.0,
+        target=t,
+        n_steps=cfg.n_steps,
+        method=cfg.method,
+        internal_batch_size=cfg.internal_batch_size,
+    )
 
 
-def attribute_instance(model: nn.Module, sampler: PatchSampler, centres: torch.Tensor, targets: torch.Tensor,
-                       cfg: XaiConfig, seed: int, keep_maps: np.ndarray | None = None,
-                       progress: bool = False, desc: str = "attribute"
-                       ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+def attribute_instance(
+    model: nn.Module,
+    sampler: PatchSampler,
+    centres: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: XaiConfig,
+    seed: int,
+    keep_maps: np.ndarray | None = None,
+    progress: bool = False,
+    desc: str = "attribute",
+) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
     """Spectral profiles [n, bands] and ring masses [n, p // 2 + 1] of the samples at `centres` towards `targets`.
 
     Returns the profiles, the ring masses and, for the sample indices in
@@ -94,10 +115,11 @@ def attribute_instance(model: nn.Module, sampler: PatchSampler, centres: torch.T
     torch.manual_seed(seed)  # NoiseTunnel's noise
     keep = set(keep_maps.tolist()) if keep_maps is not None else set()
     profiles, rings, maps = [], [], {}
-    for start in tqdm(range(0, len(centres), cfg.batch_size), desc=desc, unit="batch", leave=False,
-                      disable=not progress):
-        x = sampler.gather(centres[start:start + cfg.batch_size]).contiguous()
-        attributions = explain(x, targets[start:start + cfg.batch_size]).detach()
+    for start in tqdm(
+        range(0, len(centres), cfg.batch_size), desc=desc, unit="batch", leave=False, disable=not progress
+    ):
+        x = sampler.gather(centres[start : start + cfg.batch_size]).contiguous()
+        attributions = explain(x, targets[start : start + cfg.batch_size]).detach()
         profiles.append(spectral_profiles(attributions).float().cpu())
         rings.append(ring_masses(attributions).float().cpu())
         for j in keep & set(range(start, start + len(x))):
@@ -115,8 +137,9 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     device = resolve_device(params.train.device, "train.device")
     models = [load_classifier(paths.checkpoint(i), device) for i in range(params.train.instances)]
     sampler = load_sampler(paths.prepared_dir, paths.split_dir, params.patch_size, device)
-    xai_map = load_npy(paths.split_files().xai_labels, "xAI sample", ndim=2, kinds="i",
-                       shape=(sampler.height, sampler.width))
+    xai_map = load_npy(
+        paths.split_files().xai_labels, "xAI sample", ndim=2, kinds="i", shape=(sampler.height, sampler.width)
+    )
     rows, cols, labels = labelled_pixels(xai_map)
     if len(labels) == 0:
         raise HsixaiError(f"{paths.split_files().xai_labels}: the xAI sample is empty (re-run split)")
@@ -130,7 +153,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     maps = np.zeros((len(names), bands, params.patch_size, params.patch_size), dtype=np.float32)
     map_samples = np.full(len(names), -1, dtype=np.int64)
     start = time.perf_counter()
-    for i, (model, meta) in enumerate(models):
+    for i, (model, _meta) in enumerate(models):
         pred = predict(model, sampler, centres, params.train.eval_batch_size).argmax(axis=1)
         correct[i] = pred == labels
         chosen = np.flatnonzero(correct[i])
@@ -140,8 +163,16 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 map_samples[k] = hits[0] if len(hits) else -1
         keep = np.flatnonzero(np.isin(chosen, map_samples)) if i == 0 else None
         profile, rings, kept_maps = attribute_instance(
-            model, sampler, centres[torch.from_numpy(chosen).to(device)], targets_all[chosen], cfg,
-            seed=params.seed + i, keep_maps=keep, progress=progress, desc=f"attribute #{i}")
+            model,
+            sampler,
+            centres[torch.from_numpy(chosen).to(device)],
+            targets_all[chosen],
+            cfg,
+            seed=params.seed + i,
+            keep_maps=keep,
+            progress=progress,
+            desc=f"attribute #{i}",
+        )
         profiles[i, chosen] = profile
         ring_mass[i, chosen] = rings
         for j, attribution in kept_maps.items():
@@ -150,21 +181,44 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     seconds = time.perf_counter() - start
 
     wavelengths = np.load(paths.prepared_files().wavelengths)
-    summary = {"samples": n, "correct_per_instance": correct.sum(axis=1).tolist(), "seconds": round(seconds, 2),
-               "samples_per_s": round(float(correct.sum()) / max(seconds, 1e-9), 3)}
+    summary = {
+        "samples": n,
+        "correct_per_instance": correct.sum(axis=1).tolist(),
+        "seconds": round(seconds, 2),
+        "samples_per_s": round(float(correct.sum()) / max(seconds, 1e-9), 3),
+    }
     with staged_outputs(paths.attributions_dir, paths.figures_dir("attribute")) as (out, figs):
         files = paths.attribution_files(out)
-        np.savez(files.profiles, profiles=profiles, labels=labels, correct=correct, ring_mass=ring_mass,
-                 wavelengths=wavelengths,
-                 bands=np.load(paths.prepared_files().bands), rows=rows, cols=cols, class_names=np.array(names))
+        np.savez(
+            files.profiles,
+            profiles=profiles,
+            labels=labels,
+            correct=correct,
+            ring_mass=ring_mass,
+            wavelengths=wavelengths,
+            bands=np.load(paths.prepared_files().bands),
+            rows=rows,
+            cols=cols,
+            class_names=np.array(names),
+        )
         np.savez(files.maps, maps=maps, map_samples=map_samples)
-        plots.attribution_maps(maps, map_samples >= 0, names, paths.figures("attribute", figs).attribution_maps,
-                               f"{params.model} p={params.patch_size}, instance 0")
+        plots.attribution_maps(
+            maps,
+            map_samples >= 0,
+            names,
+            paths.figures("attribute", figs).attribution_maps,
+            f"{params.model} p={params.patch_size}, instance 0",
+        )
 
     with tracking.stage_run("attribute", params, paths) as mlrun:
         mlrun.log_params({k: v for k, v in tracking.flat_params(params).items() if k.startswith("xai.")})
-        mlrun.log_metrics({"attribution_seconds": seconds, "attribution_samples_per_s": summary["samples_per_s"],
-                           **{f"correct.instance{i}": c for i, c in enumerate(summary["correct_per_instance"])}})
+        mlrun.log_metrics(
+            {
+                "attribution_seconds": seconds,
+                "attribution_samples_per_s": summary["samples_per_s"],
+                **{f"correct.instance{i}": c for i, c in enumerate(summary["correct_per_instance"])},
+            }
+        )
         mlrun.log_figure(paths.figures("attribute").attribution_maps)
         mlrun.log_output(paths.attributions_dir)
     return summary

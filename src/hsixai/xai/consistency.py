@@ -131,8 +131,10 @@ def bootstrap_plan(labels: np.ndarray, n_classes: int, n_instances: int, replica
     one of the two pairs or no pair at all. Draws that hold a single distinct
     instance (no pair to compare) are redrawn, for every statistic alike.
     """
-    counts = [resample_counts(np.random.default_rng([seed, 0, k]), replicates, int((labels == k).sum()))
-              for k in range(n_classes)]
+    counts = [
+        resample_counts(np.random.default_rng([seed, 0, k]), replicates, int((labels == k).sum()))
+        for k in range(n_classes)
+    ]
     resample = n_instances >= 3
     inst = np.ones((replicates, n_instances))
     if resample:
@@ -169,8 +171,9 @@ def _class_means(values: np.ndarray, use: np.ndarray, counts: np.ndarray) -> tup
         point = np.einsum("in,inv->iv", use, flat) / use.sum(axis=1)[:, None]
         weights = counts[:, None, :] * use[None]  # [replicates, instances, n]
         boot = np.einsum("rin,inv->riv", weights, flat) / weights.sum(axis=2)[..., None]
-    return point.reshape(values.shape[0], *values.shape[2:]), boot.reshape(len(counts), *values.shape[:1],
-                                                                            *values.shape[2:])
+    return point.reshape(values.shape[0], *values.shape[2:]), boot.reshape(
+        len(counts), *values.shape[:1], *values.shape[2:]
+    )
 
 
 def triangular_discrimination(p: np.ndarray, q: np.ndarray) -> np.ndarray:
@@ -205,16 +208,20 @@ def _pair_moments(a: np.ndarray, b: np.ndarray, weights: np.ndarray) -> dict[str
         square_plugin = (sum_x / n_draws[:, None]) ** 2
         scale = (sum_a + sum_b) / n_draws[:, None]  # mean_a + mean_b per band
         safe = np.where(scale > 0, scale, 1.0)
-        out = {"divergence": np.where(scale > 0, square_u / safe, 0.0).sum(axis=1) / 2,
-               "divergence_plugin": np.where(scale > 0, square_plugin / safe, 0.0).sum(axis=1) / 2}
+        out = {
+            "divergence": np.where(scale > 0, square_u / safe, 0.0).sum(axis=1) / 2,
+            "divergence_plugin": np.where(scale > 0, square_plugin / safe, 0.0).sum(axis=1) / 2,
+        }
         # |mean - u|^2 = |mean|^2 - 1 / bands for profiles that sum to 1
-        spread_u = ((sum_a * sum_a).sum(1) - weights @ (a * a).sum(1) + (sum_b * sum_b).sum(1)
-                    - weights @ (b * b).sum(1)) / pairs[:, 0] - 2.0 / bands
+        spread_u = (
+            (sum_a * sum_a).sum(1) - weights @ (a * a).sum(1) + (sum_b * sum_b).sum(1) - weights @ (b * b).sum(1)
+        ) / pairs[:, 0] - 2.0 / bands
         mean_a, mean_b = sum_a / n_draws[:, None], sum_b / n_draws[:, None]
         spread_plugin = (mean_a * mean_a).sum(1) + (mean_b * mean_b).sum(1) - 2.0 / bands
         out["concordance"] = np.where(spread_u > 0, 1 - square_u.sum(1) / np.where(spread_u > 0, spread_u, 1), np.nan)
-        out["concordance_plugin"] = np.where(spread_plugin > 0, 1 - square_plugin.sum(1) / np.where(
-            spread_plugin > 0, spread_plugin, 1), np.nan)
+        out["concordance_plugin"] = np.where(
+            spread_plugin > 0, 1 - square_plugin.sum(1) / np.where(spread_plugin > 0, spread_plugin, 1), np.nan
+        )
     for key in out:
         out[key][n_draws < 2] = np.nan
     return out
@@ -257,20 +264,33 @@ class Profiles:
     ring_mass: np.ndarray | None = None  # [instances, samples, rings]: positive attribution mass per Chebyshev ring
 
     @classmethod
-    def load(cls, path) -> "Profiles":
+    def load(cls, path) -> Profiles:
         if not path.is_file():
             raise HsixaiError(f"{path}: attributions not found (run the attribute stage first)")
         with np.load(path) as z:
             if "ring_mass" not in z:
                 raise HsixaiError(f"{path}: no 'ring_mass' array (written by an older attribute stage; re-run it)")
-            data = cls(z["profiles"].astype(np.float64), z["labels"], z["correct"], z["wavelengths"],
-                       [str(n) for n in z["class_names"]], z["ring_mass"].astype(np.float64))
+            data = cls(
+                z["profiles"].astype(np.float64),
+                z["labels"],
+                z["correct"],
+                z["wavelengths"],
+                [str(n) for n in z["class_names"]],
+                z["ring_mass"].astype(np.float64),
+            )
         i, s, b = data.profiles.shape
-        if data.labels.shape != (s,) or data.correct.shape != (i, s) or data.wavelengths.shape != (b,) \
-                or data.ring_mass.ndim != 3 or data.ring_mass.shape[:2] != (i, s):
-            raise HsixaiError(f"{path}: inconsistent shapes: profiles {data.profiles.shape}, labels "
-                              f"{data.labels.shape}, correct {data.correct.shape}, wavelengths "
-                              f"{data.wavelengths.shape}, ring_mass {data.ring_mass.shape}")
+        if (
+            data.labels.shape != (s,)
+            or data.correct.shape != (i, s)
+            or data.wavelengths.shape != (b,)
+            or data.ring_mass.ndim != 3
+            or data.ring_mass.shape[:2] != (i, s)
+        ):
+            raise HsixaiError(
+                f"{path}: inconsistent shapes: profiles {data.profiles.shape}, labels "
+                f"{data.labels.shape}, correct {data.correct.shape}, wavelengths "
+                f"{data.wavelengths.shape}, ring_mass {data.ring_mass.shape}"
+            )
         return data
 
 
@@ -311,8 +331,11 @@ def _summary(name: str, point: float, replicates: np.ndarray, centre: float, out
     """Estimate, interval and replicates of one statistic into the result and the bootstrap file."""
     out[name] = point if np.isfinite(point) else None
     out[f"{name}_ci"] = basic_interval(point, replicates, centre)
-    boot[name] = {"estimate": out[name], "centre": centre if np.isfinite(centre) else None,
-                  "replicates": [float(v) if np.isfinite(v) else None for v in replicates]}
+    boot[name] = {
+        "estimate": out[name],
+        "centre": centre if np.isfinite(centre) else None,
+        "replicates": [float(v) if np.isfinite(v) else None for v in replicates],
+    }
 
 
 @dataclass(frozen=True)
@@ -367,8 +390,11 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int
         n_use = use.sum(axis=1)
         entry = {"samples": len(members), "usable_per_instance": n_use.astype(int).tolist()}
         if (n_use == 0).any():
-            log.warning("class %s: no usable samples for instance(s) %s; left out of their means",
-                        name, np.flatnonzero(n_use == 0).tolist())
+            log.warning(
+                "class %s: no usable samples for instance(s) %s; left out of their means",
+                name,
+                np.flatnonzero(n_use == 0).tolist(),
+            )
         jsdiv[:, k], jsdiv_boot[:, :, k] = _class_means(to_uniform[:, members], use, counts)
         mean_profiles[:, k], _ = _class_means(normalised[:, members], use, counts[:0])
         if rings is not None:
@@ -380,13 +406,20 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int
             for key in pair_stats:
                 pair_stats[key][:, k], pair_boot[key][:, :, k] = stats[key], stats[f"{key}_boot"]
             if not np.isfinite(stats["divergence"]).any():
-                log.warning("class %s: no pair of instances classifies 2 or more samples correctly; left out of "
-                            "consistency_instances", name)
+                log.warning(
+                    "class %s: no pair of instances classifies 2 or more samples correctly; left out of "
+                    "consistency_instances",
+                    name,
+                )
         per_class[name] = entry
 
-    result: dict = {"instances": n_inst, "bootstrap_replicates": replicates,
-                    "bootstrap_resamples_instances": plan.resample_instances, "interval": "basic bootstrap, 95%",
-                    "dropped_zero_profiles": dropped}
+    result: dict = {
+        "instances": n_inst,
+        "bootstrap_replicates": replicates,
+        "bootstrap_resamples_instances": plan.resample_instances,
+        "interval": "basic bootstrap, 95%",
+        "dropped_zero_profiles": dropped,
+    }
     boot: dict = {}
     # consistency_jsdiv: a mean of per-sample values, its own bootstrap centre
     by_instance = _nanmean_classes(jsdiv, axis=1)
@@ -396,10 +429,12 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int
 
     def pair_score(key: str, k: int | None = None) -> tuple[float, np.ndarray, float]:
         """(estimate, replicates, bootstrap centre) of a pair statistic, for class k or over classes."""
+
         def pick(name):
             if k is None:
                 return _nanmean_classes(pair_stats[name], 1), _nanmean_classes(pair_boot[name], 2)
             return pair_stats[name][:, k], pair_boot[name][:, :, k]
+
         point, reps = _over_pairs(*pick(key), plan)
         centre, _ = _over_pairs(*pick(key if key.endswith("_plugin") else f"{key}_plugin"), plan)
         return point, reps, centre
@@ -431,7 +466,7 @@ def scores(data: Profiles, replicates: int = 250, seed: int = 0, patch_size: int
         for r, (p, reps) in enumerate(shares):
             boot[f"radial_profile.{r}"] = {"estimate": p, "centre": p, "replicates": reps.tolist()}
         if patch_size is not None:
-            result["centre_share_uniform"] = 1.0 / patch_size ** 2
+            result["centre_share_uniform"] = 1.0 / patch_size**2
 
     # per class: the same estimates and intervals
     for k, name in enumerate(names):
@@ -464,24 +499,45 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         raise HsixaiError(f"{paths.profiles}: class names {data.class_names} differ from data.class_names")
     expected_rings = params.patch_size // 2 + 1
     if data.ring_mass.shape[2] != expected_rings:
-        raise HsixaiError(f"{paths.profiles}: ring_mass has {data.ring_mass.shape[2]} rings, patch_size "
-                          f"{params.patch_size} has {expected_rings} (re-run attribute)")
+        raise HsixaiError(
+            f"{paths.profiles}: ring_mass has {data.ring_mass.shape[2]} rings, patch_size "
+            f"{params.patch_size} has {expected_rings} (re-run attribute)"
+        )
     computed = scores(data, params.xai.bootstrap, params.seed, params.patch_size)
     result = computed.metrics
-    with staged_outputs(paths.figures_dir("consistency"),
-                        files=(paths.metrics("consistency"), paths.bootstrap_replicates)) as (figs, out, boot):
+    with staged_outputs(
+        paths.figures_dir("consistency"), files=(paths.metrics("consistency"), paths.bootstrap_replicates)
+    ) as (figs, out, boot):
         write_json(out, result)
         figures = paths.figures("consistency", figs)
-        write_json(boot, {"seed": params.seed, "replicates": params.xai.bootstrap, "instances": data.profiles.shape[0],
-                          "resamples_instances": result["bootstrap_resamples_instances"],
-                          "statistics": computed.bootstrap})
-        plots.class_profiles(data.wavelengths, computed.mean_profiles, data.class_names, figures.class_profiles,
-                             f"{params.model} p={params.patch_size}: mean normalised IG profile per class")
-        plots.distance_heatmap(np.array(result["pairwise_divergence"]) if result.get("pairwise_divergence") else None,
-                               figures.instance_distances,
-                               "debiased half triangular divergence between instances' class profiles (mean over classes)")
-        plots.radial_profile(result, data.class_names, figures.radial_profile,
-                             f"{params.model} p={params.patch_size}: where the positive attribution lies")
+        write_json(
+            boot,
+            {
+                "seed": params.seed,
+                "replicates": params.xai.bootstrap,
+                "instances": data.profiles.shape[0],
+                "resamples_instances": result["bootstrap_resamples_instances"],
+                "statistics": computed.bootstrap,
+            },
+        )
+        plots.class_profiles(
+            data.wavelengths,
+            computed.mean_profiles,
+            data.class_names,
+            figures.class_profiles,
+            f"{params.model} p={params.patch_size}: mean normalised IG profile per class",
+        )
+        plots.distance_heatmap(
+            np.array(result["pairwise_divergence"]) if result.get("pairwise_divergence") else None,
+            figures.instance_distances,
+            "debiased half triangular divergence between instances' class profiles (mean over classes)",
+        )
+        plots.radial_profile(
+            result,
+            data.class_names,
+            figures.radial_profile,
+            f"{params.model} p={params.patch_size}: where the positive attribution lies",
+        )
 
     with tracking.stage_run("consistency", params, paths) as mlrun:
         mlrun.log_metrics(tracking.consistency_metrics(result))
