@@ -11,7 +11,8 @@ from hsixai.models import build_model
 from hsixai.paths import Paths
 from hsixai.xai import attributions, consistency
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import write_params
 
 
 def test_spectral_profile_is_the_positive_part_averaged_over_pixels():

@@ -9,12 +9,12 @@ from hsixai.config import load_params
 from hsixai.paths import Paths
 from hsixai import evaluate, train
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import merged, write_params
 
 
 def _params(root, **overrides):
-    overrides = {"patch_size": 5, **overrides, "train": {**TINY_TRAIN, **overrides.get("train", {})}}
-    write_params(root, tiny_params(**overrides))
+    write_params(root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     return load_params(root / "params.yaml")
 
 
@@ -87,8 +87,7 @@ def test_checkpoints_hold_tensors_only(train_root, mlflow_uri):
     ({"train": {"device": "tpu"}}, "train.device: expected one of auto, cpu, cuda"),
 ])
 def test_bad_training_params_fail_before_any_work(train_root, capsys, overrides, message):
-    overrides = {"patch_size": 5, **overrides, "train": {**TINY_TRAIN, **overrides.get("train", {})}}
-    write_params(train_root, tiny_params(**overrides))
+    write_params(train_root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     assert main(["--root", str(train_root), "--no-progress", "train"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
