@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run adapt test bench ui push pull clean-venv
+.PHONY: setup run adapt test test-fast bench ui push pull clean-venv
 
 setup: $(STAMP)
 
@@ -38,6 +38,10 @@ adapt: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The edit loop: the unit tests only (a few minutes); `make test` runs the pipeline tests too.
+test-fast: setup
+	$(BIN)/python -m pytest -q tests/unit
 
 # The MLflow UI on this machine only, over the project's absolute SQLite backend. Plain `=`, not `?=`:
 # only the command line (`make ui HOST=0.0.0.0`) opens it to the network, never a stray HOST variable.

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import pytest
 import yaml
+
+from .helpers import merged, write_params
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -29,25 +30,13 @@ TINY_BUFFER = 2
 
 
 def tiny_params(**overrides) -> dict:
-    """The repository's params.yaml with a tiny scene, and `overrides` merged per group."""
+    """The repository's params.yaml with a tiny scene, and `overrides` merged in (tests/helpers.py `merged`)."""
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["synthesize"].update(TINY_SYNTHESIZE)
     params["split"].update(buffer=TINY_BUFFER)
     params["xai"].update(samples_per_class=8, n_steps=8, nt_samples=2, bootstrap=50)
     params["adapt"] = {**params["adapt"], **TINY_ADAPT, "synthetic": {**params["adapt"]["synthetic"], **TINY_TARGET}}
-    for key, value in overrides.items():
-        if isinstance(value, dict):
-            params[key].update(value)
-        else:
-            params[key] = value
-    return params
-
-
-def write_params(root: Path, params: dict) -> Path:
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(copy.deepcopy(params), sort_keys=False))
-    return path
+    return merged(params, overrides)
 
 
 @pytest.fixture

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from ..conftest import REPO, TINY_TRAIN, tiny_params, write_params
+from ..conftest import REPO, TINY_TRAIN, tiny_params
+from ..helpers import write_params
 
 BIN = Path(sys.executable).parent
 
@@ -45,10 +48,40 @@ EXPERIMENT = "consistency"
 
 @pytest.fixture(scope="session")
 def built_repo(tmp_path_factory) -> Path:
-    """The tiny experiment after one `dvc repro` (about 30 s idle; shared: copy it before changing it)."""
+    """The tiny experiment after one `dvc repro` (about 30 s idle; shared: use `built_copy` to change it).
+
+    That repro's stdout is in `first_repro_output(built_repo)`.
+    """
     repo = make_dvc_repo(tmp_path_factory.mktemp("built") / "repo")
-    run(["dvc", "repro", EXPERIMENT], repo)
+    out = run(["dvc", "repro", EXPERIMENT], repo).stdout
+    (repo.parent / "first_repro.out").write_text(out)
     return repo
+
+
+def first_repro_output(repo: Path) -> str:
+    """The stdout of the `dvc repro` that built `built_repo`."""
+    return (repo.parent / "first_repro.out").read_text()
+
+
+@pytest.fixture
+def built_copy(built_repo: Path, tmp_path: Path) -> Path:
+    """A private copy of `built_repo`, to change: far cheaper than building the pipeline again."""
+    return copy_repo(built_repo, tmp_path / "repo")
+
+
+def copy_repo(source: Path, dest: Path) -> Path:
+    """`source` (git, DVC cache, outputs, mlflow.db) copied to `dest`, its MLflow store moved along with it.
+
+    The default MLflow backend records its artifact locations as absolute paths (src/hsixai/tracking.py):
+    unchanged, the copy's runs would log their artifacts into `source`.
+    """
+    shutil.copytree(source, dest, symlinks=True)
+    db = dest / "mlflow.db"
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as con, con:
+            for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri")):
+                con.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (str(source), str(dest)))
+    return dest
 
 
 def make_dvc_repo(repo: Path) -> Path:

@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from ..helpers import edit_params
 from .conftest import run
 
 pytestmark = pytest.mark.pipeline
@@ -77,8 +78,6 @@ def test_adapt_stages_write_the_ablation_for_both_pairs(dvc_repo):
         assert list(labels["pairs"][pair]) == ["3", "5", "all"]
         assert set(labels["pairs"][pair]["3"]["arms"]) == {"finetune", "kplus1_attention"}
         assert labels["pairs"][pair]["all"]["labelled_pixels"] > labels["pairs"][pair]["5"]["labelled_pixels"]
-    params = (dvc_repo / "params.yaml").read_text().replace("target_labels_per_class: 3",
-                                                          "target_labels_per_class: 4")
-    (dvc_repo / "params.yaml").write_text(params)
+    edit_params(dvc_repo, adapt={"target_labels_per_class": 4})
     out = run(["dvc", "repro", "adapt_evaluate"], dvc_repo).stdout
     assert "adapt_prepare" in _stages_run(out) and "adapt_pretrain" not in _stages_run(out)

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
+from ..helpers import edit_params
 from .conftest import BIN, run
 
 pytestmark = pytest.mark.pipeline
@@ -29,13 +29,6 @@ def _hashes(repo: Path) -> dict[str, str]:
 
 def _leftovers(repo: Path) -> list[Path]:
     return [p for out in OUTPUTS for p in (repo / out).parent.glob(f".{Path(out).name}.*-*")]
-
-
-def _set_params(repo: Path, **groups) -> None:
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for group, values in groups.items():
-        params[group].update(values)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 def _staged_cube(repo: Path) -> Path | None:
@@ -71,11 +64,11 @@ def _kill_when_staging(repo: Path, cmd: list[str], timeout: float = 120.0) -> Pa
 
 
 def test_killed_stage_keeps_earlier_outputs_and_next_repro_recovers(dvc_repo):
-    _set_params(dvc_repo, synthesize={"height": SIDE, "width": SIDE})
+    edit_params(dvc_repo, synthesize={"height": SIDE, "width": SIDE})
     run(["dvc", "repro", "prepare"], dvc_repo)
     before, lock_before = _hashes(dvc_repo), (dvc_repo / "dvc.lock").read_text()
     # New params, so prepare rewrites its outputs.
-    _set_params(dvc_repo, data={"remove_bands": ["0-10", "57-63", "99-108", "145-162", "210-233"]})
+    edit_params(dvc_repo, data={"remove_bands": ["0-10", "57-63", "99-108", "145-162", "210-233"]})
 
     # The stage command killed mid-write: its staging never replaces the earlier outputs.
     staged = _kill_when_staging(dvc_repo, ["hsixai", "--no-progress", "prepare"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import write_params
 
 pytestmark = pytest.mark.pipeline
 BIN = Path(sys.executable).parent

@@ -4,8 +4,8 @@ import hashlib
 import json
 
 import pytest
-import yaml
 
+from ..helpers import edit_params
 from .conftest import run
 
 pytestmark = pytest.mark.pipeline
@@ -18,12 +18,6 @@ def _hashes(repo):
     return {name: hashlib.sha256((repo / name).read_bytes()).hexdigest() for name in SPLIT_OUTPUTS}
 
 
-def _edit(repo, change):
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    change(params)
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
 def _stages_run(output):
     return {line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")}
 
@@ -34,15 +28,16 @@ def _changed_stages(repo, target="evaluate"):
     return {name.split(":")[-1] for name in status}
 
 
-def test_patch_size_never_reruns_split_and_keeps_the_leakfree_subset(dvc_repo):
-    run(["dvc", "repro", "evaluate"], dvc_repo)
+def test_patch_size_never_reruns_split_and_keeps_the_leakfree_subset(built_copy):
+    dvc_repo = built_copy  # built at patch_size 5
+    assert "Running stage" not in run(["dvc", "repro", "evaluate"], dvc_repo).stdout
     before, first = _hashes(dvc_repo), json.loads((dvc_repo / "metrics/evaluate.json").read_text())
 
     # A changed patch_size makes train and evaluate stale, never split.
-    _edit(dvc_repo, lambda p: p.update(patch_size=3))
+    edit_params(dvc_repo, patch_size=3)
     changed = _changed_stages(dvc_repo)
     assert {"train", "evaluate"} <= changed and "split" not in changed
-    _edit(dvc_repo, lambda p: p.update(patch_size=5))
+    edit_params(dvc_repo, patch_size=5)
     assert _changed_stages(dvc_repo) == set()
 
     # A DVC experiment at another patch size: split is skipped, the subset is the very same file.
@@ -56,16 +51,17 @@ def test_patch_size_never_reruns_split_and_keeps_the_leakfree_subset(dvc_repo):
     assert second["leakage"]["test_any_class"] < first["leakage"]["test_any_class"]
 
 
-def test_split_follows_sweep_patch_sizes_under_auto(dvc_repo):
+def test_split_follows_sweep_patch_sizes_under_auto(built_copy):
+    dvc_repo = built_copy
     # auto over 3..5 resolves to the tests' explicit 2 px: split re-runs (its params changed), same outputs.
-    run(["dvc", "repro", "split"], dvc_repo)
+    assert "Running stage" not in run(["dvc", "repro", "split"], dvc_repo).stdout
     before = _hashes(dvc_repo)
-    _edit(dvc_repo, lambda p: (p["split"].update(buffer="auto"), p["sweep"].update(patch_sizes=[3, 5])))
+    edit_params(dvc_repo, split={"buffer": "auto"}, sweep={"patch_sizes": [3, 5]})
     assert "split" in _changed_stages(dvc_repo, "split")
     assert _stages_run(run(["dvc", "repro", "split"], dvc_repo).stdout) == {"split"}
     assert _hashes(dvc_repo) == before
     # A sweep of 3 only: a 1 px buffer, a larger leak-free subset.
-    _edit(dvc_repo, lambda p: p["sweep"].update(patch_sizes=[3]))
+    edit_params(dvc_repo, sweep={"patch_sizes": [3]})
     assert _stages_run(run(["dvc", "repro", "split"], dvc_repo).stdout) == {"split"}
     after = json.loads((dvc_repo / "data/split/split.json").read_text())
     assert after["buffer"] == 1 and _hashes(dvc_repo) != before

@@ -9,7 +9,6 @@ import math
 import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
 
@@ -20,8 +19,9 @@ from hsixai.data import prepare, split
 from hsixai.paths import Paths
 from hsixai.xai import attributions, consistency
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
-from ..unit.test_readers import write_envi, write_geotiff, write_mat5, write_mat73
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import write_params
+from ..writers import write_envi, write_geotiff, write_l2d_scene, write_mat5, write_mat73
 
 pytestmark = pytest.mark.pipeline
 
@@ -120,32 +120,10 @@ def test_grids_kept_through_convert_and_prepare(converted, prepared_root, tmp_pa
     assert synthetic["crs"] == "EPSG:32629" and synthetic["transform"][0] == 30.0
 
 
-def _write_l2d(path: Path, cube: np.ndarray, wavelengths: np.ndarray) -> None:
-    """`cube` [bands, H, W] reflectance in 0..1 as a PRISMA L2D product: VNIR (< 1000 nm) and SWIR cubes
-    [rows, bands, columns] in descending wavelength with unused slots, DN = round(reflectance * 65535)."""
-    vnir = wavelengths < 1000
-    height, width = cube.shape[1:]
-    with h5py.File(path, "w") as fh:
-        for name, pick, pad in (("Vnir", vnir, (3, 0)), ("Swir", ~vnir, (0, 2))):
-            bands = np.flatnonzero(pick)[::-1]
-            cw = np.pad(wavelengths[bands].astype(np.float32), pad)
-            dn = np.round(cube[bands] * 65535).astype(np.uint16).transpose(1, 0, 2)
-            dn = np.pad(dn, ((0, 0), pad, (0, 0)))
-            fh.create_dataset(f"HDFEOS/SWATHS/PRS_L2D_HCO/Data Fields/{name.upper()}_Cube", data=dn)
-            fh.attrs[f"List_Cw_{name}"] = cw
-            fh.attrs[f"List_Cw_{name}_Flags"] = (cw > 0).astype(np.uint8)
-            fh.attrs[f"List_Fwhm_{name}"] = np.where(cw > 0, 10.0, 0.0).astype(np.float32)
-            fh.attrs[f"L2Scale{name}Min"], fh.attrs[f"L2Scale{name}Max"] = np.float32(0), np.float32(1)
-        fh.attrs["Epsg_Code"] = np.int32(32629)
-        fh.attrs["Product_ULcorner_easting"], fh.attrs["Product_ULcorner_northing"] = 752565.0, 4115535.0
-        fh.attrs["Product_LRcorner_easting"] = 752565.0 + (width - 1) * 30.0
-        fh.attrs["Product_LRcorner_northing"] = 4115535.0 - (height - 1) * 30.0
-
-
 def test_prisma_l2d_of_the_synthetic_scene(prepared_root, tmp_path):
     raw = prepared_root / "data/synthetic"
     cube, wl = np.load(raw / "hsi.npy"), np.load(raw / "wavelengths.npy")
-    _write_l2d(tmp_path / "PRS_L2D_STD.he5", cube, wl)
+    write_l2d_scene(tmp_path / "PRS_L2D_STD.he5", cube, wl)
     out = tmp_path / "raw"
     assert main(["--no-progress", "convert", str(tmp_path / "PRS_L2D_STD.he5"), "--train", str(raw / "train_crops.npy"),
                  "--test", str(raw / "test_crops.npy"), "--out", str(out)]) == 0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from ..conftest import REPO
-from .conftest import EXPERIMENT, run
+from .conftest import EXPERIMENT, copy_repo, run
 
 pytestmark = pytest.mark.pipeline
 
@@ -51,7 +51,7 @@ def file_hashes(repo: Path, outputs: list[str]) -> dict[str, str]:
 def repo(built_repo: Path, tmp_path: Path) -> Path:
     """A private copy of the built tiny pipeline, with the project's committed .dvc/config and raw data `dvc add`-ed."""
     repo = tmp_path / "repo"
-    shutil.copytree(built_repo, repo, symlinks=True)
+    copy_repo(built_repo, repo)
     shutil.copy(REPO / ".dvc/config", repo / ".dvc/config")
     # A user's own acquisition, tracked with `dvc add` (a .dvc file) rather than by a stage.
     shutil.copytree(repo / "data/synthetic", repo / "data/prisma")

@@ -1,20 +1,17 @@
 """`hsixai sweep`: queued DVC experiments on 2 parallel workers, every run in MLflow, then `select`."""
 
 import json
-import os
 
 import pytest
-import yaml
 
+from ..helpers import edit_params
 from .conftest import run
 
 pytestmark = pytest.mark.pipeline
 
 
 def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
-    params = yaml.safe_load((dvc_repo / "params.yaml").read_text())
-    params["sweep"].update(models=["cnn2d"], patch_sizes=[3, 5, 7], jobs=2)
-    (dvc_repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    edit_params(dvc_repo, sweep={"models": ["cnn2d"], "patch_sizes": [3, 5, 7], "jobs": 2})
     run(["git", "commit", "-qam", "a three-point sweep"], dvc_repo)
     # A user with no git identity and an empty home: the sweep must cope without touching git config.
     home = tmp_path / "home"

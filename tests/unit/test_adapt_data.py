@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from dataclasses import replace
 
@@ -22,6 +21,10 @@ from hsixai.data import synthetic
 from hsixai.data.readers import open_raw_scene
 
 from ..conftest import tiny_params
+from ..helpers import write_params
+
+# The adapt tests' small raw scenes: 40 bands, of which prepare drops 4.
+FEW_BANDS = {"synthesize": {"bands": 40}, "data": {"remove_bands": ["0-3"]}}
 
 SCENE = SynthesizeConfig(height=32, width=32, bands=40, max_parcel=10, labelled_fraction=0.9)
 TARGET = AdaptSyntheticConfig(height=32, width=32)
@@ -97,12 +100,9 @@ def test_validation_split_partitions_each_class():
 def _root(pair: Path, tmp_path: Path, adapt: dict | None = None) -> Path:
     root = tmp_path / "root"
     shutil.copytree(pair, root)
-    params = tiny_params()
-    params["synthesize"].update(bands=40)
-    params["data"]["remove_bands"] = ["0-3"]
-    params["adapt"].update({"source_dir": "source", "target_dir": "target", "pairs": ["two_scenes"],
-                            "labels_sweep": [4, "all"], **(adapt or {})})
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    write_params(root, tiny_params(**FEW_BANDS, adapt={"source_dir": "source", "target_dir": "target",
+                                                       "pairs": ["two_scenes"], "labels_sweep": [4, "all"],
+                                                       **(adapt or {})}))
     return root
 
 
@@ -202,14 +202,14 @@ def test_shadow_scene_is_the_sunlit_scene_scaled_in_the_shadow_only(shadow_scene
         assert (root / "scene" / name).read_bytes() == (tmp_path / "sunlit" / name).read_bytes()
 
 
+SHADOW_PAIR = {**FEW_BANDS, "adapt": {"pairs": ["shadow"], "shadow_dir": "scene", "target_labels_per_class": 3,
+                                      "labels_sweep": ["all"]}}
+
+
 def test_shadow_pair_labels_no_pixel_in_both_source_and_target(shadow_scene, tmp_path):
     root, _ = shadow_scene
-    params = tiny_params()
-    params["synthesize"].update(bands=40)
-    params["data"]["remove_bands"] = ["0-3"]
-    params["adapt"].update(pairs=["shadow"], shadow_dir="scene", target_labels_per_class=3, labels_sweep=["all"])
+    write_params(tmp_path, tiny_params(**SHADOW_PAIR))
     shutil.copytree(root / "scene", tmp_path / "scene")
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     assert main(["--root", str(tmp_path), "--no-progress", "adapt_prepare"]) == 0
     prepared = tmp_path / "data/adapt/prepared/shadow"
     region = np.load(prepared / "target_region.npy") == 1
@@ -228,13 +228,9 @@ def test_shadow_pair_labels_no_pixel_in_both_source_and_target(shadow_scene, tmp
 
 def test_shadow_pair_without_region_fails_in_one_line(shadow_scene, tmp_path, capsys):
     root, _ = shadow_scene
-    params = tiny_params()
-    params["synthesize"].update(bands=40)
-    params["data"]["remove_bands"] = ["0-3"]
-    params["adapt"].update(pairs=["shadow"], shadow_dir="scene", target_labels_per_class=3, labels_sweep=["all"])
+    write_params(tmp_path, tiny_params(**SHADOW_PAIR))
     shutil.copytree(root / "scene", tmp_path / "scene")
     (tmp_path / "scene/region.npy").unlink()
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     _fails(tmp_path, capsys, "adapt.shadow_dir", "region.npy not found")
 
 

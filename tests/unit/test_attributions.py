@@ -12,7 +12,8 @@ from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 from hsixai.xai import attributions, consistency
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import write_params
 
 
 def test_spectral_profile_is_the_positive_part_averaged_over_pixels():

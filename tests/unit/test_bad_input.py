@@ -22,12 +22,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from hsixai.cli import main
 
-from .test_prisma import write_prisma
-from .test_readers import write_envi, write_geotiff, write_mat5, write_mat73
+from ..helpers import merged, write_params
+from ..writers import write_envi, write_geotiff, write_mat5, write_mat73, write_prisma
 
 N_BANDS, HEIGHT, WIDTH = 40, 32, 32
 CLASS_NAMES = ["durum wheat", "oranges", "permanent grassland", "rice", "sunflower", "olives"]
@@ -46,22 +45,6 @@ GOOD_PARAMS = {
     "xai": {"samples_per_class": 4},
 }
 OUTPUT_DIRS = ("data/prepared", "data/split", "figures")
-
-
-def _merge(base: dict, overrides: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def write_params(root: Path, params: dict) -> Path:
-    path = root / "params.yaml"
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
-    return path
 
 
 def cli(root: Path, stage: str) -> int:
@@ -102,7 +85,7 @@ class Scene:
         return self.root / "params.yaml"
 
     def set_params(self, **overrides) -> None:
-        self.params = _merge(self.params, overrides)
+        self.params = merged(self.params, overrides)
         write_params(self.root, self.params)
 
     def rehash(self) -> None:

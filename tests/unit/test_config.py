@@ -18,14 +18,10 @@ from hsixai.config import (
 )
 from hsixai.errors import HsixaiError
 
+from ..helpers import write_params
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 REPO_PARAMS = REPO_ROOT / "params.yaml"
-
-
-def write_params(tmp_path: Path, obj) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(obj if isinstance(obj, str) else yaml.safe_dump(obj))
-    return path
 
 
 def load_error(tmp_path: Path, obj) -> str:

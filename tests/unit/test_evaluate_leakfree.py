@@ -16,14 +16,15 @@ from hsixai.metrics import classification_metrics
 from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 
-from ..conftest import TINY_BUFFER, TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_BUFFER, TINY_TRAIN, tiny_params
+from ..helpers import merged, write_params
 
 EXISTING_KEYS = {"oa", "oa_std", "aa", "aa_std", "kappa", "kappa_std", "f1_macro", "f1_macro_std", "f1_per_class",
                  "best_instance", "n_test", "per_instance"}
 
 
 def _params(root, **overrides):
-    write_params(root, tiny_params(**{"patch_size": 5, "train": TINY_TRAIN, **overrides}))
+    write_params(root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     return load_params(root / "params.yaml")
 
 

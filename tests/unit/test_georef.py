@@ -17,7 +17,7 @@ from hsixai.errors import HsixaiError
 from hsixai.paths import Paths
 
 from ..conftest import TINY_SYNTHESIZE, tiny_params
-from .test_readers import B, H, W, masks_npy, scene, write_envi, write_geotiff
+from ..writers import B, H, W, masks_npy, scene, write_envi, write_geotiff
 
 GEOTIFF_TRANSFORM = (30.0, 0.0, 230000.0, 0.0, -30.0, 4150000.0)  # what write_geotiff writes, in EPSG:32630
 

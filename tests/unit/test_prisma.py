@@ -1,6 +1,6 @@
 """PRISMA Level-2 products (.he5) through `convert` and `prepare`.
 
-`write_prisma` writes a small product with the layout the PRISMA Products
+`write_prisma` (tests/writers.py) writes a small product with the layout the PRISMA Products
 Specification gives and the open readers use (docs/data.md, "PRISMA products"):
 VNIR and SWIR cubes of uint16 DN stored [rows, bands, columns] in the swath
 HDFEOS/SWATHS/PRS_L2D_HCO (or L2C), bands in the sensor's order (descending
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -28,99 +27,9 @@ from hsixai.errors import HsixaiError
 from hsixai.paths import Paths
 
 from ..conftest import tiny_params
-from .test_readers import masks_npy, write_geotiff
+from ..writers import EPSG, PRISMA_H, PRISMA_W, SWIR_SCALE, VNIR_SCALE, Product, masks_npy, write_prisma
 
-H, W = 6, 7
-# In the sensor's order: descending wavelength, unused slots (centre 0, flag 0) at the ends as in real products.
-# VNIR slot 5 has a centre but is flagged unused; VNIR slot 2 is flagged used but has no centre: both are dropped.
-VNIR_CW = np.array([0.0, 0.0, 0.0, 972.65, 951.38, 900.0, 800.5, 650.25, 402.45], dtype=np.float32)
-VNIR_FLAGS = np.array([0, 0, 1, 1, 1, 0, 1, 1, 1], dtype=np.uint8)
-SWIR_CW = np.array([2496.88, 2400.0, 1900.0, 1200.0, 1000.5, 962.28, 942.96, 0.0, 0.0], dtype=np.float32)
-SWIR_FLAGS = np.array([1, 1, 0, 1, 1, 1, 1, 0, 0], dtype=np.uint8)
-VNIR_SCALE = (0.0, 1.25)
-SWIR_SCALE = (-0.02, 0.9)
-EPSG = 32632
-UL_CENTRE = (300015.0, 4500015.0)  # easting, northing of the upper-left pixel's centre
-
-
-def _fwhm(cw: np.ndarray) -> np.ndarray:
-    return np.where(cw > 0, 8.0 + cw / 250.0, 0.0).astype(np.float32)
-
-
-@dataclass
-class Product:
-    path: Path
-    cube: np.ndarray  # float32 [bands, H, W], ascending wavelength, NaN where there is no data
-    wavelengths: np.ndarray  # nm, ascending
-    fwhm: np.ndarray
-    nodata: np.ndarray  # bool [H, W]
-    transform: tuple  # rasterio order, pixel corners
-    vnir: np.ndarray  # bool [bands]: the band comes from the VNIR cube
-
-
-def write_prisma(path: Path, height: int = H, width: int = W, level: str = "L2D", seed: int = 0,
-                 drop_attribute: str | None = None, vnir_bands: int | None = None,
-                 corner_shift: float = 0.0) -> Product:
-    """A PRISMA `level` product at `path` and the raw-format cube convert must make of it.
-
-    drop_attribute leaves a root attribute out; vnir_bands stores that many VNIR bands instead of
-    len(VNIR_CW) (a cube that disagrees with its attributes); corner_shift moves the LR corner (m).
-    """
-    rng = np.random.default_rng(seed)
-    nodata = np.zeros((height, width), dtype=bool)
-    nodata[0, : width // 2] = True  # the corner of a rotated swath: no data in any band
-    nodata[-1, -1] = True
-    cubes, truth = {}, []
-    for name, cw, flags, scale in (("VNIR", VNIR_CW, VNIR_FLAGS, VNIR_SCALE),
-                                   ("SWIR", SWIR_CW, SWIR_FLAGS, SWIR_SCALE)):
-        low, high = (float(np.float32(v)) for v in scale)  # as the float32 attributes hold them
-        dn = rng.integers(1, 65535, size=(height, cw.size, width), endpoint=True).astype(np.uint16)
-        # Pixels with data whose DN is 0 (reflectance = Min) or 65535 (= Max) in every band of one detector only.
-        low_pixel, high_pixel = ((1, 1), (2, 2)) if name == "VNIR" else ((4, 2), (3, 3))
-        dn[low_pixel[0], :, low_pixel[1]] = 0
-        dn[high_pixel[0], :, high_pixel[1]] = 65535
-        dn[:, :, :][np.broadcast_to(nodata[:, None, :], dn.shape)] = 0
-        cubes[name] = dn
-        for b in np.flatnonzero((flags == 1) & (cw > 0)):
-            band = (low + dn[:, b, :].astype(np.float64) * (high - low) / 65535.0).astype(np.float32)
-            band[nodata] = np.nan
-            truth.append((float(cw[b]), float(_fwhm(cw)[b]), band, name == "VNIR"))
-    truth.sort(key=lambda t: t[0])
-    if vnir_bands is not None:
-        cubes["VNIR"] = cubes["VNIR"][:, :vnir_bands, :]
-    swath = f"HDFEOS/SWATHS/PRS_{level}_HCO"
-    west, north = UL_CENTRE
-    east, south = west + (width - 1) * 30.0 + corner_shift, north - (height - 1) * 30.0
-    attrs = {
-        "Processing_Level": np.bytes_(level[1:]), "Product_ID": np.bytes_(f"PRS_{level}_STD"),
-        "List_Cw_Vnir": VNIR_CW, "List_Cw_Vnir_Flags": VNIR_FLAGS, "List_Fwhm_Vnir": _fwhm(VNIR_CW),
-        "List_Cw_Swir": SWIR_CW, "List_Cw_Swir_Flags": SWIR_FLAGS, "List_Fwhm_Swir": _fwhm(SWIR_CW),
-        "L2ScaleVnirMin": np.float32(VNIR_SCALE[0]), "L2ScaleVnirMax": np.float32(VNIR_SCALE[1]),
-        "L2ScaleSwirMin": np.float32(SWIR_SCALE[0]), "L2ScaleSwirMax": np.float32(SWIR_SCALE[1]),
-    }
-    if level == "L2D":
-        attrs.update({"Epsg_Code": np.int32(EPSG), "Projection_Name": np.bytes_("UTM"),
-                      "Projection_Id": np.bytes_("32"),
-                      "Product_ULcorner_easting": west, "Product_ULcorner_northing": north,
-                      "Product_URcorner_easting": east, "Product_URcorner_northing": north,
-                      "Product_LLcorner_easting": west, "Product_LLcorner_northing": south,
-                      "Product_LRcorner_easting": east, "Product_LRcorner_northing": south})
-    with h5py.File(path, "w") as fh:
-        for key, value in attrs.items():
-            if key != drop_attribute:
-                fh.attrs[key] = value
-        for name, dn in cubes.items():
-            fh.create_dataset(f"{swath}/Data Fields/{name}_Cube", data=dn, chunks=(1, dn.shape[1], width),
-                              compression="gzip")
-            fh.create_dataset(f"{swath}/Data Fields/{name}_PIXEL_L2_ERR_MATRIX", data=np.zeros(dn.shape, np.uint8))
-        fh.create_dataset(f"{swath}/Geolocation Fields/Latitude", data=np.full((height, width), 45.0, np.float32))
-        fh.create_dataset(f"{swath}/Geolocation Fields/Longitude", data=np.full((height, width), 9.0, np.float32))
-        pan = f"HDFEOS/SWATHS/PRS_{level}_PCO/Data Fields/Cube"  # the panchromatic swath: not read
-        fh.create_dataset(pan, data=np.ones((height * 6, width * 6), np.uint16))
-    return Product(path, np.stack([t[2] for t in truth]), np.array([t[0] for t in truth]),
-                   np.array([t[1] for t in truth]), nodata, (30.0, 0.0, west - 15.0, 0.0, -30.0, north + 15.0),
-                   np.array([t[3] for t in truth]))
-
+H, W = PRISMA_H, PRISMA_W
 
 def labelled_masks(nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Training and test masks with three classes, none on a pixel without data."""

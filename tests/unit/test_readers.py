@@ -1,8 +1,6 @@
 """Readers of real hyperspectral files and `convert`: each format round-trips a small cube exactly.
 
-The writers below make real files the way other tools do (rasterio for GeoTIFF,
-a hand-written ENVI header, scipy for .mat v5, h5py in MATLAB's v7.3 layout);
-tests/pipeline/test_real_formats.py and the bad-input catalogue use them too.
+The files are made by tests/writers.py, the way other tools make them.
 """
 
 from __future__ import annotations
@@ -10,103 +8,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 import pytest
-import scipy.io
 
 from hsixai.data.formats import (ConvertRequest, convert, open_stored, parse_envi_header, resolve_band_axis,
                                  to_nm)
 from hsixai.errors import HsixaiError
 
-B, H, W = 7, 5, 6  # all different, so a wrong axis shows
+from ..writers import B, H, W, masks_npy, scene, write_envi, write_geotiff, write_mat5, write_mat73
 
 
-# --------------------------------------------------------------------------- writers
-ENVI_CODES = {"u1": 1, "i2": 2, "i4": 3, "f4": 4, "f8": 5, "u2": 12, "u4": 13, "i8": 14, "u8": 15}
-ENVI_ORDER = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (1, 2, 0)}  # [bands, lines, samples] -> file order
 
 
-def write_envi(data_path: Path, cube: np.ndarray, interleave: str = "bsq", big_endian: bool = False,
-               wavelengths=None, units: str | None = "Nanometers", offset: int = 0, header_path: Path | None = None,
-               drop: tuple[str, ...] = ()) -> Path:
-    """`cube` [bands, lines, samples] as an ENVI data file and its header (default: data_path with .hdr)."""
-    dtype = cube.dtype.newbyteorder(">" if big_endian else "<")
-    body = np.ascontiguousarray(cube.transpose(ENVI_ORDER[interleave]), dtype=dtype).tobytes()
-    data_path.write_bytes(b"\0" * offset + body)
-    entries = {"description": "{written by the hsixai tests}", "samples": cube.shape[2], "lines": cube.shape[1],
-               "bands": cube.shape[0], "header offset": offset, "file type": "ENVI Standard",
-               "data type": ENVI_CODES[cube.dtype.str[1:]], "interleave": interleave,
-               "byte order": int(big_endian)}
-    if wavelengths is not None:
-        values = ",\n  ".join(f"{v:.10g}" for v in wavelengths)
-        entries["wavelength"] = "{\n  " + values + "}"
-        if units is not None:
-            entries["wavelength units"] = units
-    lines = ["ENVI"] + [f"{k} = {v}" for k, v in entries.items() if k not in drop]
-    header_path = header_path or data_path.with_suffix(".hdr")
-    header_path.write_text("\n".join(lines) + "\n")
-    return header_path
-
-
-def write_geotiff(path: Path, cube: np.ndarray, wavelengths=None, style: str = "description") -> Path:
-    """`cube` [bands, H, W] (or a mask [H, W]) as a GeoTIFF; wavelengths (nm) in descriptions or as µm tags."""
-    import rasterio
-
-    cube = cube[None] if cube.ndim == 2 else cube
-    with rasterio.open(path, "w", driver="GTiff", count=cube.shape[0], height=cube.shape[1], width=cube.shape[2],
-                       dtype=cube.dtype, crs="EPSG:32630", transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150000)
-                       ) as dst:
-        dst.write(cube)
-        for i in range(cube.shape[0]):
-            if wavelengths is None:
-                continue
-            if style == "description":
-                dst.set_band_description(i + 1, f"band {i + 1} ({wavelengths[i]:.4f} nm)")
-            else:
-                dst.update_tags(i + 1, wavelength=f"{wavelengths[i] / 1000:.7f}", wavelength_units="Micrometers")
-    return path
-
-
-MATLAB_CLASS = {"f8": "double", "f4": "single", "u1": "uint8", "i1": "int8", "u2": "uint16", "i2": "int16",
-                "u4": "uint32", "i4": "int32", "u8": "uint64", "i8": "int64", "b1": "logical"}
-
-
-def write_mat73(path: Path, **variables: np.ndarray) -> Path:
-    """A MATLAB v7.3 file as MATLAB writes it: HDF5 after a 512-byte header, each array with its axes reversed."""
-    with h5py.File(path, "w", userblock_size=512) as fh:
-        for name, array in variables.items():
-            stored = array.astype(np.uint8) if array.dtype == bool else array
-            fh.create_dataset(name, data=np.ascontiguousarray(stored.T))
-            fh[name].attrs["MATLAB_class"] = np.bytes_(MATLAB_CLASS[array.dtype.str[1:]])
-    header = b"MATLAB 7.3 MAT-file, Platform: GLNXA64, Created on: Sat Nov 21 07:00:00 2026 HDF5 schema 1.00 ."
-    with open(path, "r+b") as fh:
-        fh.write(header.ljust(116, b" ") + b"\0" * 8 + b"\x00\x02IM")
-    return path
-
-
-def write_mat5(path: Path, **variables: np.ndarray) -> Path:
-    scipy.io.savemat(path, variables, do_compression=True)
-    return path
-
-
-# --------------------------------------------------------------------------- a small scene
-def scene(dtype=np.float32, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """cube [B, H, W], train and test masks [H, W] (labels 1..3), wavelengths (nm)."""
-    rng = np.random.default_rng(seed)
-    if np.dtype(dtype).kind == "f":
-        cube = rng.normal(size=(B, H, W)).astype(dtype)
-    else:
-        info = np.iinfo(dtype)
-        cube = rng.integers(max(info.min, -1000), min(info.max, 1000), size=(B, H, W), endpoint=True).astype(dtype)
-    train = np.zeros((H, W), dtype=np.uint8)
-    test = np.zeros((H, W), dtype=np.uint8)
-    train[:, :2] = [1, 2]
-    train[0, 2] = 3
-    test[:, 4:] = [3, 1]
-    test[4, 3] = 2
-    wavelengths = np.linspace(402.5, 2497.25, B)
-    return cube, train, test, wavelengths
 
 
 def check_raw(out: Path, cube: np.ndarray, train: np.ndarray, test: np.ndarray, wavelengths=None) -> None:
@@ -123,12 +36,6 @@ def check_raw(out: Path, cube: np.ndarray, train: np.ndarray, test: np.ndarray, 
     else:
         np.testing.assert_allclose(np.load(out / "wavelengths.npy"), wavelengths, atol=1e-3, rtol=0)
     assert sorted(p.name for p in out.parent.iterdir() if ".tmp-" in p.name or ".old-" in p.name) == []
-
-
-def masks_npy(tmp_path: Path, train: np.ndarray, test: np.ndarray) -> tuple[Path, Path]:
-    np.save(tmp_path / "train.npy", train)
-    np.save(tmp_path / "test.npy", test)
-    return tmp_path / "train.npy", tmp_path / "test.npy"
 
 
 def run_convert(tmp_path: Path, cube_path: Path, train: Path, test: Path, **kw) -> Path:

@@ -11,12 +11,12 @@ from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
 from hsixai import evaluate, train
 
-from ..conftest import TINY_TRAIN, tiny_params, write_params
+from ..conftest import TINY_TRAIN, tiny_params
+from ..helpers import merged, write_params
 
 
 def _params(root, **overrides):
-    overrides = {"patch_size": 5, **overrides, "train": {**TINY_TRAIN, **overrides.get("train", {})}}
-    write_params(root, tiny_params(**overrides))
+    write_params(root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     return load_params(root / "params.yaml")
 
 
@@ -66,16 +66,12 @@ def test_same_params_give_identical_metrics(train_root, tmp_path, mlflow_uri):
         params, paths = _params(root, train={**TINY_TRAIN, "instances": 1}), Paths.at(root)
         train.run(params, paths, progress=False)
         results.append(json.loads(paths.metrics("train").read_text())["instances"][0]["f1_macro_val"])
+        # weights_only: the checkpoint holds tensors and plain data only (tests/unit/test_security.py: anything else
+        # is refused)
         state = torch.load(paths.checkpoint(0), weights_only=True)["state_dict"]
+        assert state and all(isinstance(v, torch.Tensor) for v in state.values())
         results.append(state["head.8.weight"].sum().item())
     assert results[0] == results[2] and results[1] == results[3]
-
-
-def test_checkpoints_hold_tensors_only(train_root, mlflow_uri):
-    params, paths = _params(train_root, train={**TINY_TRAIN, "instances": 1, "epochs": 1}), Paths.at(train_root)
-    train.run(params, paths, progress=False)
-    checkpoint = torch.load(paths.checkpoint(0), weights_only=True)
-    assert all(isinstance(v, torch.Tensor) for v in checkpoint["state_dict"].values())
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -89,8 +85,7 @@ def test_checkpoints_hold_tensors_only(train_root, mlflow_uri):
     ({"train": {"device": "tpu"}}, "train.device: expected one of auto, cpu, cuda"),
 ])
 def test_bad_training_params_fail_before_any_work(train_root, capsys, overrides, message):
-    overrides = {"patch_size": 5, **overrides, "train": {**TINY_TRAIN, **overrides.get("train", {})}}
-    write_params(train_root, tiny_params(**overrides))
+    write_params(train_root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     assert main(["--root", str(train_root), "--no-progress", "train"]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1
