@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: setup run adapt test test-fast bench ui push pull clean-venv
+.PHONY: setup run adapt test test-fast lint bench ui push pull clean-venv
 
 setup: $(STAMP)
 
@@ -36,8 +36,13 @@ adapt: export OMP_WAIT_POLICY ?= PASSIVE
 adapt: setup
 	dvc repro adapt_evaluate
 
-test: setup
+# Lint and format check first (seconds; config in pyproject.toml): `ruff format .` fixes the formatting.
+test: setup lint
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # The edit loop: the unit tests only (a few minutes); `make test` runs the pipeline tests too.
 test-fast: setup

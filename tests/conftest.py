@@ -12,14 +12,33 @@ from .helpers import merged, write_params
 REPO = Path(__file__).resolve().parents[1]
 
 # Small enough for milliseconds per stage, large enough for every class on both sides of a split.
-TINY_SYNTHESIZE = {"height": 48, "width": 48, "bands": 234, "subpixels": 3, "min_parcel": 3, "max_parcel": 10,
-                   "labelled_fraction": 0.9, "test_fraction": 0.5}
+TINY_SYNTHESIZE = {
+    "height": 48,
+    "width": 48,
+    "bands": 234,
+    "subpixels": 3,
+    "min_parcel": 3,
+    "max_parcel": 10,
+    "labelled_fraction": 0.9,
+    "test_fraction": 0.5,
+}
 
 # Domain adaptation in seconds: tiny scenes, whole-scene steps, two seeds, two iterations.
 TINY_TARGET = {"height": 40, "width": 40}
-TINY_ADAPT = {"target_labels_per_class": 3, "labels_sweep": [5, "all"], "tile": 0, "seeds": 2, "pretrain_steps": 10,
-              "pretrain_patience": 10, "iterations": 2, "d_steps": 2, "t_steps": 2, "device": "cpu",
-              "source_synthetic": {"height": 40, "width": 40}, "shadow_synthetic": {"height": 48, "width": 48}}
+TINY_ADAPT = {
+    "target_labels_per_class": 3,
+    "labels_sweep": [5, "all"],
+    "tile": 0,
+    "seeds": 2,
+    "pretrain_steps": 10,
+    "pretrain_patience": 10,
+    "iterations": 2,
+    "d_steps": 2,
+    "t_steps": 2,
+    "device": "cpu",
+    "source_synthetic": {"height": 40, "width": 40},
+    "shadow_synthetic": {"height": 48, "width": 48},
+}
 
 
 # The tiny scene's parcels are 3..10 px: "auto" from the default sweep (3..9 -> 4 px) leaves some class with

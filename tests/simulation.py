@@ -52,8 +52,9 @@ def instance_effects(design: Design, rng: np.random.Generator, n: int) -> np.nda
     return np.exp(design.instance_sd * rng.standard_normal((n, design.classes, design.bands)))
 
 
-def draw_profiles(design: Design, base: np.ndarray, effects: np.ndarray, n_per_class: int,
-                  rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def draw_profiles(
+    design: Design, base: np.ndarray, effects: np.ndarray, n_per_class: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Raw profiles [instances, samples, bands] and labels [samples] for n_per_class samples per class."""
     n_inst = effects.shape[0]
     labels = np.repeat(np.arange(design.classes), n_per_class)
@@ -62,8 +63,14 @@ def draw_profiles(design: Design, base: np.ndarray, effects: np.ndarray, n_per_c
     return base[labels][None] * effects[:, labels] * pixel[None] * noise, labels
 
 
-def study(design: Design, base: np.ndarray, effects: np.ndarray, rng: np.random.Generator,
-          n_per_class: int | None = None, ring_mass: np.ndarray | None = None) -> Profiles:
+def study(
+    design: Design,
+    base: np.ndarray,
+    effects: np.ndarray,
+    rng: np.random.Generator,
+    n_per_class: int | None = None,
+    ring_mass: np.ndarray | None = None,
+) -> Profiles:
     profiles, labels = draw_profiles(design, base, effects, n_per_class or design.samples_per_class, rng)
     correct = rng.random(profiles.shape[:2]) < design.correct_rate
     profiles = profiles * correct[..., None]  # the attribute stage stores zeros where not correct
@@ -71,8 +78,9 @@ def study(design: Design, base: np.ndarray, effects: np.ndarray, rng: np.random.
     return Profiles(profiles, labels, correct, np.arange(design.bands, dtype=float), names, ring_mass)
 
 
-def population_means(design: Design, base: np.ndarray, effects: np.ndarray, draws: int,
-                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+def population_means(
+    design: Design, base: np.ndarray, effects: np.ndarray, draws: int, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
     """Per instance and class: the population mean normalised profile [n, classes, bands] and E[jsdiv] [n, classes]."""
     n_inst = effects.shape[0]
     means = np.zeros((n_inst, design.classes, design.bands))
@@ -99,20 +107,24 @@ def concordance(p: np.ndarray, q: np.ndarray) -> np.ndarray:
 def pair_truths(means: np.ndarray, pairs: list[tuple[int, int]]) -> dict[str, float]:
     """Over the given pairs of instances and the classes: 1 - half the triangular divergence, and the concordance."""
     divergence = np.mean([triangular_discrimination(means[i], means[j]).mean() / 2 for i, j in pairs])
-    return {"consistency_instances": 1 - float(divergence),
-            "consistency_concordance": float(np.mean([concordance(means[i], means[j]).mean() for i, j in pairs]))}
+    return {
+        "consistency_instances": 1 - float(divergence),
+        "consistency_concordance": float(np.mean([concordance(means[i], means[j]).mean() for i, j in pairs])),
+    }
 
 
-def truths_fixed(design: Design, base: np.ndarray, effects: np.ndarray, draws: int = 200_000,
-                 seed: int = 99) -> dict[str, float]:
+def truths_fixed(
+    design: Design, base: np.ndarray, effects: np.ndarray, draws: int = 200_000, seed: int = 99
+) -> dict[str, float]:
     """Truths for these very instances (studies that do not resample instances)."""
     means, jsdiv = population_means(design, base, effects, draws, np.random.default_rng(seed))
     pairs = list(itertools.combinations(range(len(effects)), 2))
     return {"consistency_jsdiv": float(jsdiv.mean()), **pair_truths(means, pairs)}
 
 
-def truths_population(design: Design, base: np.ndarray, instances: int = 300, draws: int = 4_000,
-                      seed: int = 98) -> dict[str, float]:
+def truths_population(
+    design: Design, base: np.ndarray, instances: int = 300, draws: int = 4_000, seed: int = 98
+) -> dict[str, float]:
     """Truths over the population of instances (studies that resample instances).
 
     Each instance's population means come from `draws` samples per class: the
@@ -126,8 +138,14 @@ def truths_population(design: Design, base: np.ndarray, instances: int = 300, dr
     return {"consistency_jsdiv": float(jsdiv.mean()), **pair_truths(means, pairs)}
 
 
-def coverage(design: Design, n_instances: int, studies: int, replicates: int = 250, seed: int = 0,
-             keys: tuple[str, ...] = ("consistency_jsdiv", "consistency_instances", "consistency_concordance")) -> dict:
+def coverage(
+    design: Design,
+    n_instances: int,
+    studies: int,
+    replicates: int = 250,
+    seed: int = 0,
+    keys: tuple[str, ...] = ("consistency_jsdiv", "consistency_instances", "consistency_concordance"),
+) -> dict:
     """Share of `studies` whose 95% interval covers the truth, per score.
 
     With 2 instances the instances stay fixed (the interval is about another
@@ -154,8 +172,15 @@ def coverage(design: Design, n_instances: int, studies: int, replicates: int = 2
             hits[k] += low <= truth[k] <= high
             below[k] += high < truth[k]
             estimates[k].append(result[k])
-    return {k: {"truth": truth[k], "coverage": hits[k] / studies, "interval_below_truth": below[k] / studies,
-                "mean_estimate": float(np.mean(estimates[k]))} for k in keys}
+    return {
+        k: {
+            "truth": truth[k],
+            "coverage": hits[k] / studies,
+            "interval_below_truth": below[k] / studies,
+            "mean_estimate": float(np.mean(estimates[k])),
+        }
+        for k in keys
+    }
 
 
 def sample_size_shift(design: Design, small: int, large: int, studies: int, seed: int = 0) -> dict:
@@ -172,11 +197,19 @@ def sample_size_shift(design: Design, small: int, large: int, studies: int, seed
     rng = np.random.default_rng(seed)
     out = {}
     for n in (small, large):
-        runs = [scores(study(design, base, effects, rng, n_per_class=n), replicates=10, seed=s).metrics
-                for s in range(studies)]
-        out[n] = {k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in runs]))
-                  for k in ("consistency_instances", "consistency_instances_plugin", "consistency_concordance",
-                            "consistency_jsdiv")}
+        runs = [
+            scores(study(design, base, effects, rng, n_per_class=n), replicates=10, seed=s).metrics
+            for s in range(studies)
+        ]
+        out[n] = {
+            k: float(np.nanmean([np.nan if r[k] is None else r[k] for r in runs]))
+            for k in (
+                "consistency_instances",
+                "consistency_instances_plugin",
+                "consistency_concordance",
+                "consistency_jsdiv",
+            )
+        }
     return out
 
 
@@ -184,23 +217,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=400)
     args = parser.parse_args()
-    designs = [("2 instances, fixed (interval: another sample of pixels)", Design(), 2),
-               ("3 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 3),
-               ("3 instances, small retraining variance instance_sd 0.3", Design(), 3),
-               ("5 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 5)]
+    designs = [
+        ("2 instances, fixed (interval: another sample of pixels)", Design(), 2),
+        ("3 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 3),
+        ("3 instances, small retraining variance instance_sd 0.3", Design(), 3),
+        ("5 instances, retraining variance instance_sd 0.6", Design(instance_sd=0.6), 5),
+    ]
     for title, design, n_inst in designs:
         print(f"coverage of 95% intervals, {title}, {args.studies} studies:")
         for key, c in coverage(design, n_inst, args.studies).items():
-            print(f"  {key:26s} truth {c['truth']:.4f}  coverage {c['coverage']:.3f}  "
-                  f"interval below truth {c['interval_below_truth']:.3f}  mean estimate {c['mean_estimate']:.4f}")
-    for title, design in (("instances differing by noise only", Design(instance_sd=0.0)),
-                          ("instances that really differ (instance_sd 0.6), not the test's case",
-                           Design(instance_sd=0.6))):
+            print(
+                f"  {key:26s} truth {c['truth']:.4f}  coverage {c['coverage']:.3f}  "
+                f"interval below truth {c['interval_below_truth']:.3f}  mean estimate {c['mean_estimate']:.4f}"
+            )
+    for title, design in (
+        ("instances differing by noise only", Design(instance_sd=0.0)),
+        ("instances that really differ (instance_sd 0.6), not the test's case", Design(instance_sd=0.6)),
+    ):
         print(f"{title}: mean score over {args.studies} studies at 4 and 64 samples per class")
         shift = sample_size_shift(design, 4, 64, args.studies)
         for key in shift[4]:
-            print(f"  {key:30s} {shift[4][key]:.4f} -> {shift[64][key]:.4f}  "
-                  f"(change {shift[64][key] - shift[4][key]:+.4f})")
+            print(
+                f"  {key:30s} {shift[4][key]:.4f} -> {shift[64][key]:.4f}  "
+                f"(change {shift[64][key] - shift[4][key]:+.4f})"
+            )
 
 
 if __name__ == "__main__":

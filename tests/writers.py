@@ -23,17 +23,32 @@ ENVI_CODES = {"u1": 1, "i2": 2, "i4": 3, "f4": 4, "f8": 5, "u2": 12, "u4": 13, "
 ENVI_ORDER = {"bsq": (0, 1, 2), "bil": (1, 0, 2), "bip": (1, 2, 0)}  # [bands, lines, samples] -> file order
 
 
-def write_envi(data_path: Path, cube: np.ndarray, interleave: str = "bsq", big_endian: bool = False,
-               wavelengths=None, units: str | None = "Nanometers", offset: int = 0, header_path: Path | None = None,
-               drop: tuple[str, ...] = ()) -> Path:
+def write_envi(
+    data_path: Path,
+    cube: np.ndarray,
+    interleave: str = "bsq",
+    big_endian: bool = False,
+    wavelengths=None,
+    units: str | None = "Nanometers",
+    offset: int = 0,
+    header_path: Path | None = None,
+    drop: tuple[str, ...] = (),
+) -> Path:
     """`cube` [bands, lines, samples] as an ENVI data file and its header (default: data_path with .hdr)."""
     dtype = cube.dtype.newbyteorder(">" if big_endian else "<")
     body = np.ascontiguousarray(cube.transpose(ENVI_ORDER[interleave]), dtype=dtype).tobytes()
     data_path.write_bytes(b"\0" * offset + body)
-    entries = {"description": "{written by the hsixai tests}", "samples": cube.shape[2], "lines": cube.shape[1],
-               "bands": cube.shape[0], "header offset": offset, "file type": "ENVI Standard",
-               "data type": ENVI_CODES[cube.dtype.str[1:]], "interleave": interleave,
-               "byte order": int(big_endian)}
+    entries = {
+        "description": "{written by the hsixai tests}",
+        "samples": cube.shape[2],
+        "lines": cube.shape[1],
+        "bands": cube.shape[0],
+        "header offset": offset,
+        "file type": "ENVI Standard",
+        "data type": ENVI_CODES[cube.dtype.str[1:]],
+        "interleave": interleave,
+        "byte order": int(big_endian),
+    }
     if wavelengths is not None:
         values = ",\n  ".join(f"{v:.10g}" for v in wavelengths)
         entries["wavelength"] = "{\n  " + values + "}"
@@ -50,9 +65,17 @@ def write_geotiff(path: Path, cube: np.ndarray, wavelengths=None, style: str = "
     import rasterio
 
     cube = cube[None] if cube.ndim == 2 else cube
-    with rasterio.open(path, "w", driver="GTiff", count=cube.shape[0], height=cube.shape[1], width=cube.shape[2],
-                       dtype=cube.dtype, crs="EPSG:32630", transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150000)
-                       ) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        count=cube.shape[0],
+        height=cube.shape[1],
+        width=cube.shape[2],
+        dtype=cube.dtype,
+        crs="EPSG:32630",
+        transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150000),
+    ) as dst:
         dst.write(cube)
         for i in range(cube.shape[0]):
             if wavelengths is None:
@@ -64,8 +87,19 @@ def write_geotiff(path: Path, cube: np.ndarray, wavelengths=None, style: str = "
     return path
 
 
-MATLAB_CLASS = {"f8": "double", "f4": "single", "u1": "uint8", "i1": "int8", "u2": "uint16", "i2": "int16",
-                "u4": "uint32", "i4": "int32", "u8": "uint64", "i8": "int64", "b1": "logical"}
+MATLAB_CLASS = {
+    "f8": "double",
+    "f4": "single",
+    "u1": "uint8",
+    "i1": "int8",
+    "u2": "uint16",
+    "i2": "int16",
+    "u4": "uint32",
+    "i4": "int32",
+    "u8": "uint64",
+    "i8": "int64",
+    "b1": "logical",
+}
 
 
 def write_mat73(path: Path, **variables: np.ndarray) -> Path:
@@ -140,9 +174,16 @@ class Product:
     vnir: np.ndarray  # bool [bands]: the band comes from the VNIR cube
 
 
-def write_prisma(path: Path, height: int = PRISMA_H, width: int = PRISMA_W, level: str = "L2D", seed: int = 0,
-                 drop_attribute: str | None = None, vnir_bands: int | None = None,
-                 corner_shift: float = 0.0) -> Product:
+def write_prisma(
+    path: Path,
+    height: int = PRISMA_H,
+    width: int = PRISMA_W,
+    level: str = "L2D",
+    seed: int = 0,
+    drop_attribute: str | None = None,
+    vnir_bands: int | None = None,
+    corner_shift: float = 0.0,
+) -> Product:
     """A PRISMA `level` product at `path` and the raw-format cube convert must make of it.
 
     drop_attribute leaves a root attribute out; vnir_bands stores that many VNIR bands instead of
@@ -153,8 +194,10 @@ def write_prisma(path: Path, height: int = PRISMA_H, width: int = PRISMA_W, leve
     nodata[0, : width // 2] = True  # the corner of a rotated swath: no data in any band
     nodata[-1, -1] = True
     cubes, truth = {}, []
-    for name, cw, flags, scale in (("VNIR", VNIR_CW, VNIR_FLAGS, VNIR_SCALE),
-                                   ("SWIR", SWIR_CW, SWIR_FLAGS, SWIR_SCALE)):
+    for name, cw, flags, scale in (
+        ("VNIR", VNIR_CW, VNIR_FLAGS, VNIR_SCALE),
+        ("SWIR", SWIR_CW, SWIR_FLAGS, SWIR_SCALE),
+    ):
         low, high = (float(np.float32(v)) for v in scale)  # as the float32 attributes hold them
         dn = rng.integers(1, 65535, size=(height, cw.size, width), endpoint=True).astype(np.uint16)
         # Pixels with data whose DN is 0 (reflectance = Min) or 65535 (= Max) in every band of one detector only.
@@ -174,34 +217,57 @@ def write_prisma(path: Path, height: int = PRISMA_H, width: int = PRISMA_W, leve
     west, north = UL_CENTRE
     east, south = west + (width - 1) * 30.0 + corner_shift, north - (height - 1) * 30.0
     attrs = {
-        "Processing_Level": np.bytes_(level[1:]), "Product_ID": np.bytes_(f"PRS_{level}_STD"),
-        "List_Cw_Vnir": VNIR_CW, "List_Cw_Vnir_Flags": VNIR_FLAGS, "List_Fwhm_Vnir": _fwhm(VNIR_CW),
-        "List_Cw_Swir": SWIR_CW, "List_Cw_Swir_Flags": SWIR_FLAGS, "List_Fwhm_Swir": _fwhm(SWIR_CW),
-        "L2ScaleVnirMin": np.float32(VNIR_SCALE[0]), "L2ScaleVnirMax": np.float32(VNIR_SCALE[1]),
-        "L2ScaleSwirMin": np.float32(SWIR_SCALE[0]), "L2ScaleSwirMax": np.float32(SWIR_SCALE[1]),
+        "Processing_Level": np.bytes_(level[1:]),
+        "Product_ID": np.bytes_(f"PRS_{level}_STD"),
+        "List_Cw_Vnir": VNIR_CW,
+        "List_Cw_Vnir_Flags": VNIR_FLAGS,
+        "List_Fwhm_Vnir": _fwhm(VNIR_CW),
+        "List_Cw_Swir": SWIR_CW,
+        "List_Cw_Swir_Flags": SWIR_FLAGS,
+        "List_Fwhm_Swir": _fwhm(SWIR_CW),
+        "L2ScaleVnirMin": np.float32(VNIR_SCALE[0]),
+        "L2ScaleVnirMax": np.float32(VNIR_SCALE[1]),
+        "L2ScaleSwirMin": np.float32(SWIR_SCALE[0]),
+        "L2ScaleSwirMax": np.float32(SWIR_SCALE[1]),
     }
     if level == "L2D":
-        attrs.update({"Epsg_Code": np.int32(EPSG), "Projection_Name": np.bytes_("UTM"),
-                      "Projection_Id": np.bytes_("32"),
-                      "Product_ULcorner_easting": west, "Product_ULcorner_northing": north,
-                      "Product_URcorner_easting": east, "Product_URcorner_northing": north,
-                      "Product_LLcorner_easting": west, "Product_LLcorner_northing": south,
-                      "Product_LRcorner_easting": east, "Product_LRcorner_northing": south})
+        attrs.update(
+            {
+                "Epsg_Code": np.int32(EPSG),
+                "Projection_Name": np.bytes_("UTM"),
+                "Projection_Id": np.bytes_("32"),
+                "Product_ULcorner_easting": west,
+                "Product_ULcorner_northing": north,
+                "Product_URcorner_easting": east,
+                "Product_URcorner_northing": north,
+                "Product_LLcorner_easting": west,
+                "Product_LLcorner_northing": south,
+                "Product_LRcorner_easting": east,
+                "Product_LRcorner_northing": south,
+            }
+        )
     with h5py.File(path, "w") as fh:
         for key, value in attrs.items():
             if key != drop_attribute:
                 fh.attrs[key] = value
         for name, dn in cubes.items():
-            fh.create_dataset(f"{swath}/Data Fields/{name}_Cube", data=dn, chunks=(1, dn.shape[1], width),
-                              compression="gzip")
+            fh.create_dataset(
+                f"{swath}/Data Fields/{name}_Cube", data=dn, chunks=(1, dn.shape[1], width), compression="gzip"
+            )
             fh.create_dataset(f"{swath}/Data Fields/{name}_PIXEL_L2_ERR_MATRIX", data=np.zeros(dn.shape, np.uint8))
         fh.create_dataset(f"{swath}/Geolocation Fields/Latitude", data=np.full((height, width), 45.0, np.float32))
         fh.create_dataset(f"{swath}/Geolocation Fields/Longitude", data=np.full((height, width), 9.0, np.float32))
         pan = f"HDFEOS/SWATHS/PRS_{level}_PCO/Data Fields/Cube"  # the panchromatic swath: not read
         fh.create_dataset(pan, data=np.ones((height * 6, width * 6), np.uint16))
-    return Product(path, np.stack([t[2] for t in truth]), np.array([t[0] for t in truth]),
-                   np.array([t[1] for t in truth]), nodata, (30.0, 0.0, west - 15.0, 0.0, -30.0, north + 15.0),
-                   np.array([t[3] for t in truth]))
+    return Product(
+        path,
+        np.stack([t[2] for t in truth]),
+        np.array([t[0] for t in truth]),
+        np.array([t[1] for t in truth]),
+        nodata,
+        (30.0, 0.0, west - 15.0, 0.0, -30.0, north + 15.0),
+        np.array([t[3] for t in truth]),
+    )
 
 
 def write_l2d_scene(path: Path, cube: np.ndarray, wavelengths: np.ndarray) -> None:

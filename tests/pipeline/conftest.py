@@ -21,10 +21,16 @@ BIN = Path(sys.executable).parent
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """`cmd` in `cwd` with the venv first on PATH; `env` entries override (None removes a variable)."""
     base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # test the default backend
-    base = {**base, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1",
-            # A fixed identity for the test repository's own commits; the user's git config is untouched.
-            "GIT_AUTHOR_NAME": "hsixai tests", "GIT_AUTHOR_EMAIL": "tests@hsixai.invalid",
-            "GIT_COMMITTER_NAME": "hsixai tests", "GIT_COMMITTER_EMAIL": "tests@hsixai.invalid"}
+    base = {
+        **base,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "DVC_NO_ANALYTICS": "1",
+        # A fixed identity for the test repository's own commits; the user's git config is untouched.
+        "GIT_AUTHOR_NAME": "hsixai tests",
+        "GIT_AUTHOR_EMAIL": "tests@hsixai.invalid",
+        "GIT_COMMITTER_NAME": "hsixai tests",
+        "GIT_COMMITTER_EMAIL": "tests@hsixai.invalid",
+    }
     for key, value in (env or {}).items():
         if value is None:
             base.pop(key, None)

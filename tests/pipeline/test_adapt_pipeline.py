@@ -11,8 +11,15 @@ pytestmark = pytest.mark.pipeline
 
 ARMS = ("source_only", "adabn", "finetune", "kplus1", "kplus1_attention")
 PAIRS = ("two_scenes", "shadow")
-ADAPT_STAGES = {"adapt_source_synthesize", "adapt_synthesize", "adapt_shadow_synthesize", "adapt_prepare",
-                "adapt_pretrain", "adapt", "adapt_evaluate"}
+ADAPT_STAGES = {
+    "adapt_source_synthesize",
+    "adapt_synthesize",
+    "adapt_shadow_synthesize",
+    "adapt_prepare",
+    "adapt_pretrain",
+    "adapt",
+    "adapt_evaluate",
+}
 
 
 def _stages_run(output):
@@ -46,8 +53,9 @@ def test_adapt_stages_write_the_ablation_for_both_pairs(dvc_repo):
                 assert result["iterations"] == [2, 2] and result["hit_cap"] == 2, "tiny: every run hits the cap"
                 assert result["stopped_by_rule"] == [False, False]
         # source_only recalibrated on the whole target scene is exactly the adabn arm
-        assert entry["arms"]["source_only"]["recalibrated"]["f1_macro"] == \
-            pytest.approx(entry["arms"]["adabn"]["as_trained"]["f1_macro"])
+        assert entry["arms"]["source_only"]["recalibrated"]["f1_macro"] == pytest.approx(
+            entry["arms"]["adabn"]["as_trained"]["f1_macro"]
+        )
         assert 1 <= entry["gate"]["inside"] <= 2
         for figure in ("maps", "losses", "gate"):
             assert (dvc_repo / f"figures/adapt/{figure}_{pair}.png").stat().st_size > 5_000
@@ -60,11 +68,11 @@ def test_adapt_stages_write_the_ablation_for_both_pairs(dvc_repo):
 
     client = MlflowClient(f"sqlite:///{dvc_repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("hsixai")
-    parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.experiment` = 'adapt' "
-                                                             "and tags.`hsixai.role` = 'experiment'")
+    parents = client.search_runs(
+        [experiment.experiment_id], "tags.`hsixai.experiment` = 'adapt' and tags.`hsixai.role` = 'experiment'"
+    )
     assert len(parents) == 1
-    children = client.search_runs([experiment.experiment_id],
-                                  f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
+    children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parents[0].info.run_id}'")
     assert {c.data.tags["hsixai.stage"] for c in children} == {"adapt_pretrain", "adapt", "adapt_evaluate"}
     assert "shadow.target_f1_macro.kplus1_attention" in parents[0].data.metrics
 

@@ -1,4 +1,4 @@
-"""A stage killed mid-write (SIGKILL: no handler runs) leaves the earlier outputs intact, and the next repro recovers."""
+"""A stage killed mid-write (SIGKILL: no handler runs) leaves earlier outputs intact; the next repro recovers."""
 
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ OUTPUTS = ("data/prepared", "figures/prepare")
 
 
 def _hashes(repo: Path) -> dict[str, str]:
-    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for out in OUTPUTS for p in sorted((repo / out).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for out in OUTPUTS
+        for p in sorted((repo / out).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _leftovers(repo: Path) -> list[Path]:
@@ -45,8 +49,9 @@ def _staged_cube(repo: Path) -> Path | None:
 def _kill_when_staging(repo: Path, cmd: list[str], timeout: float = 120.0) -> Path:
     """Start `cmd` in its own process group; SIGKILL the whole group once prepare's staged cube holds data."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "DVC_NO_ANALYTICS": "1"}
-    proc = subprocess.Popen(cmd, cwd=repo, env=env, start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=repo, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + timeout
     try:
         while time.monotonic() < deadline and proc.poll() is None:

@@ -17,10 +17,15 @@ BIN = Path(sys.executable).parent
 
 
 def _train(root: Path, launcher: list[str]) -> dict:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(launcher + ["hsixai", "--no-progress", "train"], cwd=root, env=env,
-                          capture_output=True, text=True)
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.run(
+        launcher + ["hsixai", "--no-progress", "train"], cwd=root, env=env, capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads((root / "metrics/train.json").read_text())
 

@@ -10,8 +10,12 @@ pytestmark = pytest.mark.pipeline
 
 
 def _hashes(repo, *dirs):
-    return {str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for d in dirs for p in sorted((repo / d).rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(repo)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for d in dirs
+        for p in sorted((repo / d).rglob("*"))
+        if p.is_file()
+    }
 
 
 def _stages_run(output):

@@ -41,11 +41,16 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
     for parent in by_point.values():
-        assert {"f1_macro_val", "f1_macro_test", "f1_macro_test_leakfree", "oa_test_leakfree", "kappa_test_leakfree",
-                "consistency_jsdiv"} <= set(parent.data.metrics)
+        assert {
+            "f1_macro_val",
+            "f1_macro_test",
+            "f1_macro_test_leakfree",
+            "oa_test_leakfree",
+            "kappa_test_leakfree",
+            "consistency_jsdiv",
+        } <= set(parent.data.metrics)
         assert parent.info.run_name in exp_names, "parent runs are named after the DVC experiment"
-        children = client.search_runs([experiment.experiment_id],
-                                      f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+        children = client.search_runs([experiment.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         assert {c.data.tags["hsixai.stage"] for c in children} == {"train", "evaluate", "attribute", "consistency"}
         train_run = next(c for c in children if c.data.tags["hsixai.stage"] == "train")
         history = client.get_metric_history(train_run.info.run_id, "instance0.f1_macro_val")

@@ -10,8 +10,12 @@ from .conftest import run
 
 pytestmark = pytest.mark.pipeline
 
-SPLIT_OUTPUTS = ("data/split/test_leakfree_labels.npy", "data/split/dev_labels.npy", "data/split/train_labels.npy",
-                 "data/split/leakfree.json")
+SPLIT_OUTPUTS = (
+    "data/split/test_leakfree_labels.npy",
+    "data/split/dev_labels.npy",
+    "data/split/train_labels.npy",
+    "data/split/leakfree.json",
+)
 
 
 def _hashes(repo):

@@ -53,10 +53,28 @@ def _write_sources(raw: Path, src: Path) -> dict[str, list[str]]:
     return {
         "geotiff": [f"{src}/prisma.tif", "--train", f"{src}/train.tif", "--test", f"{src}/test.tif"],
         "envi": [f"{src}/prisma.hdr", "--train", f"{src}/train_gt.hdr", "--test", f"{src}/test_gt.img"],
-        "mat73": [f"{src}/prisma73.mat", "--train", f"{src}/prisma73.mat", "--train-var", "train_gt",
-                  "--test", f"{src}/prisma73.mat", "--test-var", "test_gt", "--wavelengths", f"{src}/wavelengths.txt"],
-        "mat5": [f"{src}/prisma5.mat", "--train", f"{src}/train5.mat", "--test", f"{src}/test5.mat",
-                 "--wavelengths", f"{raw}/wavelengths.npy"],
+        "mat73": [
+            f"{src}/prisma73.mat",
+            "--train",
+            f"{src}/prisma73.mat",
+            "--train-var",
+            "train_gt",
+            "--test",
+            f"{src}/prisma73.mat",
+            "--test-var",
+            "test_gt",
+            "--wavelengths",
+            f"{src}/wavelengths.txt",
+        ],
+        "mat5": [
+            f"{src}/prisma5.mat",
+            "--train",
+            f"{src}/train5.mat",
+            "--test",
+            f"{src}/test5.mat",
+            "--wavelengths",
+            f"{raw}/wavelengths.npy",
+        ],
     }
 
 
@@ -81,8 +99,9 @@ def test_converted_dirs_equal_the_synthetic_scene(converted, prepared_root):
             got_mask = np.load(out / mask)
             assert got_mask.dtype == np.uint8 and got_mask.flags.c_contiguous, f"{name} {mask}"
             np.testing.assert_array_equal(got_mask, np.load(raw / mask), err_msg=f"{name} {mask}")
-        np.testing.assert_allclose(np.load(out / "wavelengths.npy"), np.load(raw / "wavelengths.npy"),
-                                   atol=1e-3, rtol=0, err_msg=name)
+        np.testing.assert_allclose(
+            np.load(out / "wavelengths.npy"), np.load(raw / "wavelengths.npy"), atol=1e-3, rtol=0, err_msg=name
+        )
         meta = json.loads((out / "convert.json").read_text())
         assert meta["shape"] == list(cube.shape) and meta["n_classes"] == 6, name
         assert meta["band_axis"] == {"geotiff": 0, "envi": 1, "mat73": 2, "mat5": 2}[name]
@@ -125,8 +144,22 @@ def test_prisma_l2d_of_the_synthetic_scene(prepared_root, tmp_path):
     cube, wl = np.load(raw / "hsi.npy"), np.load(raw / "wavelengths.npy")
     write_l2d_scene(tmp_path / "PRS_L2D_STD.he5", cube, wl)
     out = tmp_path / "raw"
-    assert main(["--no-progress", "convert", str(tmp_path / "PRS_L2D_STD.he5"), "--train", str(raw / "train_crops.npy"),
-                 "--test", str(raw / "test_crops.npy"), "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--no-progress",
+                "convert",
+                str(tmp_path / "PRS_L2D_STD.he5"),
+                "--train",
+                str(raw / "train_crops.npy"),
+                "--test",
+                str(raw / "test_crops.npy"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     got = np.load(out / "hsi.npy")
     assert got.shape == cube.shape and np.abs(got - cube).max() <= 0.5 / 65535 + 1e-7
     np.testing.assert_allclose(np.load(out / "wavelengths.npy"), wl, rtol=0, atol=1e-4)
@@ -156,8 +189,12 @@ def test_pipeline_on_converted_dirs(converted, prepared_root, tmp_path, mlflow_u
             assert (paths.prepared_dir / f).read_bytes() == (ref.prepared_dir / f).read_bytes(), f"{name} {f}"
         for f in SPLIT:
             assert (paths.split_dir / f).read_bytes() == (ref.split_dir / f).read_bytes(), f"{name} {f}"
-        np.testing.assert_allclose(np.load(paths.prepared_dir / "wavelengths.npy"),
-                                   np.load(ref.prepared_dir / "wavelengths.npy"), atol=1e-3, rtol=0)
+        np.testing.assert_allclose(
+            np.load(paths.prepared_dir / "wavelengths.npy"),
+            np.load(ref.prepared_dir / "wavelengths.npy"),
+            atol=1e-3,
+            rtol=0,
+        )
         assert json.loads((paths.prepared_dir / "meta.json").read_text())["raw_dir"] == str(out)
 
     # the most transformed input (big-endian BIL, wavelengths in µm) all the way through: the same numbers

@@ -31,8 +31,9 @@ def cached_outputs(repo: Path) -> list[str]:
                     if not (opts or {}).get("cache", True):
                         uncached.add(path)
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    return [out["path"] for stage in lock["stages"].values() for out in stage.get("outs", [])
-            if out["path"] not in uncached]
+    return [
+        out["path"] for stage in lock["stages"].values() for out in stage.get("outs", []) if out["path"] not in uncached
+    ]
 
 
 def file_hashes(repo: Path, outputs: list[str]) -> dict[str, str]:

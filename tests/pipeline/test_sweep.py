@@ -16,8 +16,13 @@ def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
     # A user with no git identity and an empty home: the sweep must cope without touching git config.
     home = tmp_path / "home"
     home.mkdir()
-    env = {"HOME": str(home), "GIT_AUTHOR_NAME": None, "GIT_AUTHOR_EMAIL": None,
-           "GIT_COMMITTER_NAME": None, "GIT_COMMITTER_EMAIL": None}
+    env = {
+        "HOME": str(home),
+        "GIT_AUTHOR_NAME": None,
+        "GIT_AUTHOR_EMAIL": None,
+        "GIT_COMMITTER_NAME": None,
+        "GIT_COMMITTER_EMAIL": None,
+    }
     out = run(["hsixai", "--no-progress", "sweep"], dvc_repo, env=env)
     assert "3 to run with 2 worker(s)" in out.stdout
     assert not (home / ".gitconfig").exists()
@@ -48,8 +53,14 @@ def test_sweep_runs_every_point_and_selects(dvc_repo, tmp_path):
     parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'experiment'")
     assert sorted(int(p.data.params["patch_size"]) for p in parents) == [3, 5, 7]
     for parent in parents:
-        assert {"f1_macro_val", "f1_macro_test", "consistency_jsdiv", "centre_share", "centre_share_ci_low",
-                "radial_profile.ring0"} <= set(parent.data.metrics)
+        assert {
+            "f1_macro_val",
+            "f1_macro_test",
+            "consistency_jsdiv",
+            "centre_share",
+            "centre_share_ci_low",
+            "radial_profile.ring0",
+        } <= set(parent.data.metrics)
     selection_runs = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'selection'")
     assert selection_runs and "recommended_patch_size.all" in selection_runs[0].data.metrics
 

@@ -5,19 +5,17 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from dataclasses import replace
-
 from hsixai.adapt.common import few_labels
 from hsixai.adapt.data import scaled_cube, source_range, validation_split
 from hsixai.cli import main
 from hsixai.config import AdaptShadowConfig, AdaptSyntheticConfig, SynthesizeConfig
-from hsixai.data import spectra
-from hsixai.data import synthetic
+from hsixai.data import spectra, synthetic
 from hsixai.data.readers import open_raw_scene
 
 from ..conftest import tiny_params
@@ -100,9 +98,19 @@ def test_validation_split_partitions_each_class():
 def _root(pair: Path, tmp_path: Path, adapt: dict | None = None) -> Path:
     root = tmp_path / "root"
     shutil.copytree(pair, root)
-    write_params(root, tiny_params(**FEW_BANDS, adapt={"source_dir": "source", "target_dir": "target",
-                                                       "pairs": ["two_scenes"], "labels_sweep": [4, "all"],
-                                                       **(adapt or {})}))
+    write_params(
+        root,
+        tiny_params(
+            **FEW_BANDS,
+            adapt={
+                "source_dir": "source",
+                "target_dir": "target",
+                "pairs": ["two_scenes"],
+                "labels_sweep": [4, "all"],
+                **(adapt or {}),
+            },
+        ),
+    )
     return root
 
 
@@ -202,8 +210,10 @@ def test_shadow_scene_is_the_sunlit_scene_scaled_in_the_shadow_only(shadow_scene
         assert (root / "scene" / name).read_bytes() == (tmp_path / "sunlit" / name).read_bytes()
 
 
-SHADOW_PAIR = {**FEW_BANDS, "adapt": {"pairs": ["shadow"], "shadow_dir": "scene", "target_labels_per_class": 3,
-                                      "labels_sweep": ["all"]}}
+SHADOW_PAIR = {
+    **FEW_BANDS,
+    "adapt": {"pairs": ["shadow"], "shadow_dir": "scene", "target_labels_per_class": 3, "labels_sweep": ["all"]},
+}
 
 
 def test_shadow_pair_labels_no_pixel_in_both_source_and_target(shadow_scene, tmp_path):

@@ -51,13 +51,26 @@ def test_feature_map_before_the_classifier_is_linear():
 
 def test_gate_matches_the_published_layer_stack():
     gate = AttentionGate(K + 1)
-    kinds = [(type(m), getattr(m, "in_features", None), getattr(m, "out_features", None),
-              getattr(m, "num_features", None), getattr(m, "negative_slope", None)) for m in gate.mlp]
-    assert kinds == [(nn.Linear, K + 1, 100, None, None), (nn.BatchNorm1d, None, None, 100, None),
-                     (nn.LeakyReLU, None, None, None, 0.01),
-                     (nn.Linear, 100, 50, None, None), (nn.BatchNorm1d, None, None, 50, None),
-                     (nn.LeakyReLU, None, None, None, 0.01),
-                     (nn.Linear, 50, 1, None, None), (nn.BatchNorm1d, None, None, 1, None)]
+    kinds = [
+        (
+            type(m),
+            getattr(m, "in_features", None),
+            getattr(m, "out_features", None),
+            getattr(m, "num_features", None),
+            getattr(m, "negative_slope", None),
+        )
+        for m in gate.mlp
+    ]
+    assert kinds == [
+        (nn.Linear, K + 1, 100, None, None),
+        (nn.BatchNorm1d, None, None, 100, None),
+        (nn.LeakyReLU, None, None, None, 0.01),
+        (nn.Linear, 100, 50, None, None),
+        (nn.BatchNorm1d, None, None, 50, None),
+        (nn.LeakyReLU, None, None, None, 0.01),
+        (nn.Linear, 50, 1, None, None),
+        (nn.BatchNorm1d, None, None, 1, None),
+    ]
     feature_gate = AttentionGate(16, (2,))
     assert [type(m) for m in feature_gate.mlp] == [nn.Linear, nn.BatchNorm1d, nn.LeakyReLU, nn.Linear, nn.BatchNorm1d]
 
@@ -126,8 +139,11 @@ def _bn_inputs(net: nn.Module, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Each BatchNorm's input [C, pixels] on one eval-mode pass over x."""
     seen, handles = {}, []
     for name, bn in batchnorm_layers(net):
-        handles.append(bn.register_forward_pre_hook(
-            lambda m, args, name=name: seen.__setitem__(name, args[0].transpose(0, 1).reshape(args[0].shape[1], -1))))
+        handles.append(
+            bn.register_forward_pre_hook(
+                lambda m, args, name=name: seen.__setitem__(name, args[0].transpose(0, 1).reshape(args[0].shape[1], -1))
+            )
+        )
     with torch.no_grad():
         net.eval()(x)
     for h in handles:

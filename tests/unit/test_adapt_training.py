@@ -38,9 +38,16 @@ def _record_modes(job: Adaptation, monkeypatch) -> list[tuple]:
 
     def spy(kind, original):
         def wrapped(*args, **kwargs):
-            calls.append((kind, adversary.disc.training, adversary.attention.training if adversary.attention else None,
-                          bn_training()))
+            calls.append(
+                (
+                    kind,
+                    adversary.disc.training,
+                    adversary.attention.training if adversary.attention else None,
+                    bn_training(),
+                )
+            )
             return original(*args, **kwargs)
+
         return wrapped
 
     monkeypatch.setattr(adversary, "d_loss", spy("D", adversary.d_loss))
@@ -71,9 +78,11 @@ def test_t_steps_leave_d_and_its_gate_untouched(monkeypatch):
     original = job.adversary.t_loss
     monkeypatch.setattr(job.adversary, "t_loss", snapshot)
     job.iteration()
-    after = {**{n: b for n, b in job.adversary.disc.named_buffers()},
-             **{f"gate.{n}": b for n, b in job.adversary.attention.named_buffers()},
-             **{f"p.{n}": p for n, p in job.adversary.disc.named_parameters()}}
+    after = {
+        **{n: b for n, b in job.adversary.disc.named_buffers()},
+        **{f"gate.{n}": b for n, b in job.adversary.attention.named_buffers()},
+        **{f"p.{n}": p for n, p in job.adversary.disc.named_parameters()},
+    }
     changed = [n for n in before if not torch.equal(before[n], after[n])]
     assert not changed, changed
 
@@ -94,8 +103,9 @@ def test_frozen_target_batchnorm_never_uses_target_statistics(monkeypatch):
     assert all(torch.equal(b, before[n]) for n, b in job.target.named_buffers() if n in before)
 
 
-@pytest.mark.parametrize("arm, tile", [("finetune", 0), ("binary", 0), ("kplus1", 0), ("kplus1_attention", 0),
-                                       ("kplus1_attention", 8)])
+@pytest.mark.parametrize(
+    "arm, tile", [("finetune", 0), ("binary", 0), ("kplus1", 0), ("kplus1_attention", 0), ("kplus1_attention", 8)]
+)
 def test_source_stays_frozen_and_target_classifier_too(arm, tile):
     job = _tiny_job(arm, feature_attention=True, tile=tile, iterations=4)
     source_before = copy.deepcopy(job.source.state_dict())
@@ -119,8 +129,9 @@ def test_discriminator_labels_target_pixels_as_class_k():
     f_t, f_s = torch.randn(1, 16, 11, 9), torch.randn(1, 16, 12, 13)
     pixels = job.few >= 0
     loss = adversary.d_loss(f_t, pixels, f_s, job.y_s)
-    expected = (pixel_ce(adversary.disc(f_t), masked(torch.full_like(job.few, K), pixels))
-                + pixel_ce(adversary.disc(f_s), job.y_s))
+    expected = pixel_ce(adversary.disc(f_t), masked(torch.full_like(job.few, K), pixels)) + pixel_ce(
+        adversary.disc(f_s), job.y_s
+    )
     assert torch.allclose(loss, expected)
     assert Adversary.build("binary", K, False, torch.device("cpu")).disc.head.out_channels == 2
 
@@ -144,9 +155,18 @@ def test_all_adaptation_pixels_are_the_target_region_only():
     region[:, 5:] = True
     few = torch.full((11, 9), -1)
     few[3, 6] = 1
-    job = Adaptation(Segmenter(BANDS, K), "kplus1", AdaptConfig(d_target_pixels="all", tile=0), K, 0,
-                     torch.randn(1, BANDS, 11, 9), torch.randint(-1, K, (11, 9)), torch.randn(1, BANDS, 11, 9),
-                     few, region)
+    job = Adaptation(
+        Segmenter(BANDS, K),
+        "kplus1",
+        AdaptConfig(d_target_pixels="all", tile=0),
+        K,
+        0,
+        torch.randn(1, BANDS, 11, 9),
+        torch.randint(-1, K, (11, 9)),
+        torch.randn(1, BANDS, 11, 9),
+        few,
+        region,
+    )
     assert torch.equal(job.adaptation_pixels, region)
 
 
@@ -154,8 +174,11 @@ def test_one_iteration_uses_one_tile_pair_for_every_step(monkeypatch):
     job = _tiny_job("kplus1", tile=8, d_steps=3, t_steps=2)
     shapes = []
     original = job.adversary.d_loss
-    monkeypatch.setattr(job.adversary, "d_loss", lambda f_t, px, f_s, y: shapes.append((f_t.sum().item(), f_s.sum().item()))
-                        or original(f_t, px, f_s, y))
+    monkeypatch.setattr(
+        job.adversary,
+        "d_loss",
+        lambda f_t, px, f_s, y: shapes.append((f_t.sum().item(), f_s.sum().item())) or original(f_t, px, f_s, y),
+    )
     job.few[:] = 0  # every tile has labelled pixels
     job.iteration()
     assert len(shapes) == 3 and len(set(shapes)) == 1, "the D steps of one iteration see the same two tiles"
@@ -195,7 +218,7 @@ def test_the_rule_reads_each_iterations_mean_loss_not_its_last_step(monkeypatch)
     record = job.run()
     assert record.iterations == 6 and not record.stopped_by_rule
     assert record.loss_t == pytest.approx([np.mean([5.0, 5.0, 5.0, 0.01])] * 6)
-    assert record.loss_d == pytest.approx([np.mean(steps["D"][i:i + 4]) for i in range(0, 24, 4)])
+    assert record.loss_d == pytest.approx([np.mean(steps["D"][i : i + 4]) for i in range(0, 24, 4)])
 
 
 def test_a_quiet_run_stops_by_the_rule():

@@ -22,8 +22,13 @@ def test_spectral_profile_is_the_positive_part_averaged_over_pixels():
 
 
 def test_ring_masses_sum_the_positive_part_over_bands_per_chebyshev_ring():
-    assert attributions.chebyshev_rings(5).tolist() == [[2, 2, 2, 2, 2], [2, 1, 1, 1, 2], [2, 1, 0, 1, 2],
-                                                        [2, 1, 1, 1, 2], [2, 2, 2, 2, 2]]
+    assert attributions.chebyshev_rings(5).tolist() == [
+        [2, 2, 2, 2, 2],
+        [2, 1, 1, 1, 2],
+        [2, 1, 0, 1, 2],
+        [2, 1, 1, 1, 2],
+        [2, 2, 2, 2, 2],
+    ]
     a = torch.zeros(2, 3, 5, 5)  # [n, bands, p, p]
     a[0, 0, 2, 2] = 4.0  # the centre pixel
     a[0, 1, 2, 2] = -9.0  # negative evidence is left out
@@ -64,11 +69,17 @@ def test_batching_does_not_change_attributions():
     """Per-sample targets: attributing 5 samples in batches of 1 or of 4 gives the same profiles."""
     model, sampler, centres = _tiny_model_and_sampler()
     targets = torch.tensor([2, 0, 1, 1, 2])
-    one, one_rings, _ = attributions.attribute_instance(model, sampler, centres, targets,
-                                             XaiConfig(noise_tunnel=False, n_steps=16, batch_size=1), seed=0)
-    four, four_rings, _ = attributions.attribute_instance(model, sampler, centres, targets,
-                                              XaiConfig(noise_tunnel=False, n_steps=16, batch_size=4,
-                                                        internal_batch_size=7), seed=0)
+    one, one_rings, _ = attributions.attribute_instance(
+        model, sampler, centres, targets, XaiConfig(noise_tunnel=False, n_steps=16, batch_size=1), seed=0
+    )
+    four, four_rings, _ = attributions.attribute_instance(
+        model,
+        sampler,
+        centres,
+        targets,
+        XaiConfig(noise_tunnel=False, n_steps=16, batch_size=4, internal_batch_size=7),
+        seed=0,
+    )
     assert one.shape == (5, 7) and np.allclose(one, four, atol=1e-5)
     assert one_rings.shape == (5, 3) and np.allclose(one_rings, four_rings, atol=1e-5)
 
@@ -131,8 +142,15 @@ def test_attribute_and_consistency_stages(train_root, mlflow_uri):
     uniform = np.full(profiles.shape[2], 1 / profiles.shape[2])
     per_instance = []
     for i in range(2):
-        class_means = [np.mean([jensenshannon(profiles[i, s].astype(np.float64), uniform, base=2)
-                                for s in np.flatnonzero((labels == k) & correct[i])])
-                       for k in range(6) if ((labels == k) & correct[i]).any()]
+        class_means = [
+            np.mean(
+                [
+                    jensenshannon(profiles[i, s].astype(np.float64), uniform, base=2)
+                    for s in np.flatnonzero((labels == k) & correct[i])
+                ]
+            )
+            for k in range(6)
+            if ((labels == k) & correct[i]).any()
+        ]
         per_instance.append(1 - np.mean(class_means))
     assert on_disk["consistency_jsdiv"] == pytest.approx(np.mean(per_instance), abs=1e-9)

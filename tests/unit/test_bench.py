@@ -39,8 +39,12 @@ def test_suite_aggregates_figures_and_reports_a_failing_benchmark(tmp_path, monk
     (tmp_path / "bench_good.py").write_text(GOOD)
     (tmp_path / "bench_bad.py").write_text(BAD)
     (tmp_path / "helper.py").write_text("raise SystemExit('not a benchmark: never run')\n")
-    proc = subprocess.run([sys.executable, str(RUN), "--bench-dir", str(tmp_path), "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, str(RUN), "--bench-dir", str(tmp_path), "--out", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1, proc.stderr  # one benchmark failed, and the suite says so
 
     results = json.loads((tmp_path / "results.json").read_text())
@@ -51,8 +55,10 @@ def test_suite_aggregates_figures_and_reports_a_failing_benchmark(tmp_path, monk
     assert by_name["bad"]["status"] == "failed" and "figures[0]" in by_name["bad"]["error"]
     good = by_name["good"]
     assert good["status"] == "ok" and good["wall_s"] > 0
-    assert good["figures"] == [{"name": "speedup", "value": 2.5, "unit": "x", "detail": "ours vs naive"},
-                               {"name": "wall", "value": 3.0, "unit": "s"}]
+    assert good["figures"] == [
+        {"name": "speedup", "value": 2.5, "unit": "x", "detail": "ours vs naive"},
+        {"name": "wall", "value": 3.0, "unit": "s"},
+    ]
     assert results["figures"] == [{"benchmark": "good", **f} for f in good["figures"]]
     good_file = json.loads((tmp_path / "good.json").read_text())
     assert good_file["rows"] == [1, 2]  # free-form detail kept
@@ -64,7 +70,8 @@ def test_suite_aggregates_figures_and_reports_a_failing_benchmark(tmp_path, monk
     # --device cuda without a GPU: one line, and nothing measured or written.
     if not torch.cuda.is_available():
         monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")  # main() sets it for its children; undone after the test
-        with pytest.raises(SystemExit, match="^bench: --device cuda: torch .* sees no CUDA device; the CUDA "
-                                             "figures stay unmeasured"):
+        with pytest.raises(
+            SystemExit, match="^bench: --device cuda: torch .* sees no CUDA device; the CUDA figures stay unmeasured"
+        ):
             _load_run_module().main(["--device", "cuda", "--out", str(tmp_path / "cuda")])
         assert not (tmp_path / "cuda").exists()

@@ -7,8 +7,18 @@ import re
 import numpy as np
 import pytest
 
-from hsixai.checks import (check_array, check_cube, check_finite, check_finite_per_band, check_labels,
-                           check_labels_have_data, check_length, check_mask_shape, check_positive_finite, non_finite)
+from hsixai.checks import (
+    check_array,
+    check_cube,
+    check_finite,
+    check_finite_per_band,
+    check_labels,
+    check_labels_have_data,
+    check_length,
+    check_mask_shape,
+    check_positive_finite,
+    non_finite,
+)
 from hsixai.errors import HsixaiError
 from hsixai.io import inspect_npy
 
@@ -40,12 +50,15 @@ def test_check_cube_reads_only_a_header(tmp_path):
     check_cube(np.zeros((1, 1, 1), dtype=np.float64), NAME)
 
 
-@pytest.mark.parametrize("array,fragment", [
-    (np.zeros((3, 4), dtype=np.float32), "expected a 3-D cube [bands, H, W], found shape (3, 4)"),
-    (np.zeros((2, 3, 4), dtype=np.complex64), "expected a numeric cube, found dtype complex64"),
-    (np.zeros((2, 3, 4), dtype=bool), "expected a numeric cube, found dtype bool"),
-    (np.zeros((2, 0, 4), dtype=np.float32), "expected a non-empty cube, found shape (2, 0, 4)"),
-])
+@pytest.mark.parametrize(
+    "array,fragment",
+    [
+        (np.zeros((3, 4), dtype=np.float32), "expected a 3-D cube [bands, H, W], found shape (3, 4)"),
+        (np.zeros((2, 3, 4), dtype=np.complex64), "expected a numeric cube, found dtype complex64"),
+        (np.zeros((2, 3, 4), dtype=bool), "expected a numeric cube, found dtype bool"),
+        (np.zeros((2, 0, 4), dtype=np.float32), "expected a non-empty cube, found shape (2, 0, 4)"),
+    ],
+)
 def test_check_cube_refuses(array, fragment):
     assert fragment in refused(check_cube, array, NAME, "[bands, H, W]")
 
@@ -58,8 +71,9 @@ def test_check_cube_kinds_and_layout_in_the_message():
 
 def test_check_mask_shape():
     check_mask_shape(np.zeros((3, 4)), (3, 4), NAME)
-    assert "expected shape (3, 4) (the cube's H x W), found (4, 3)" in refused(check_mask_shape, np.zeros((4, 3)),
-                                                                               (3, 4), NAME)
+    assert "expected shape (3, 4) (the cube's H x W), found (4, 3)" in refused(
+        check_mask_shape, np.zeros((4, 3)), (3, 4), NAME
+    )
 
 
 def test_check_labels():
@@ -76,7 +90,8 @@ def test_check_labels_have_data():
     check_labels_have_data(mask, nodata, NAME)
     mask[2, 2] = mask[2, 3] = 2
     assert "found 2 labelled pixels on no-data pixels (first at row 2, column 2)" in refused(
-        check_labels_have_data, mask, nodata, NAME)
+        check_labels_have_data, mask, nodata, NAME
+    )
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
@@ -108,14 +123,16 @@ def test_check_finite_ignores_what_it_is_told_to():
 def test_check_finite_per_band():
     check_finite_per_band(np.zeros(4, dtype=np.int64), NAME)
     message = refused(check_finite_per_band, np.array([0, 3, 0, 2]), NAME)
-    assert message == (f"{NAME}: band 1 has 3 NaN or Inf values (2 bands affected, 5 values in all); "
-                       f"expected finite values")
+    assert message == (
+        f"{NAME}: band 1 has 3 NaN or Inf values (2 bands affected, 5 values in all); expected finite values"
+    )
 
 
 def test_check_length():
     check_length(np.arange(4.0), 4, NAME, "wavelengths (one per band)")
-    assert "expected 5 wavelengths (one per band), found 4" in refused(check_length, np.arange(4.0), 5, NAME,
-                                                                       "wavelengths (one per band)")
+    assert "expected 5 wavelengths (one per band), found 4" in refused(
+        check_length, np.arange(4.0), 5, NAME, "wavelengths (one per band)"
+    )
     assert "expected 4 wavelengths, found 4" in refused(check_length, np.ones((2, 2)), 4, NAME, "wavelengths")
 
 
@@ -123,5 +140,8 @@ def test_check_length():
 def test_check_positive_finite(bad):
     check_positive_finite(np.array([400.0, 500.5, 2500.0]), NAME, "wavelengths in nm")
     message = refused(check_positive_finite, np.array([400.0, bad, 600.0]), NAME, "wavelengths in nm")
-    assert re.search(r"expected positive finite wavelengths in nm, found 1 NaN, Inf or values <= 0 \(e\.g\. "
-                     r"\[(nan|inf|0\.0|-3\.0)\]\)$", message), message
+    assert re.search(
+        r"expected positive finite wavelengths in nm, found 1 NaN, Inf or values <= 0 \(e\.g\. "
+        r"\[(nan|inf|0\.0|-3\.0)\]\)$",
+        message,
+    ), message

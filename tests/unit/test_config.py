@@ -308,10 +308,10 @@ def test_params_path_that_is_a_directory(tmp_path):
 @pytest.mark.parametrize(
     "text",
     [
-        "split: {train_size: 0.6\n",           # unclosed flow mapping
+        "split: {train_size: 0.6\n",  # unclosed flow mapping
         "split:\n  train_size: 0.6\n bad: 1\n",  # bad indentation
         "seed: [1, 2\n",
-        "\tseed: 0\n",                         # tab indentation
+        "\tseed: 0\n",  # tab indentation
     ],
 )
 def test_invalid_yaml_names_file_on_one_line(tmp_path, text):

@@ -4,8 +4,16 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import jensenshannon
 
-from hsixai.xai.consistency import (Profiles, basic_interval, bootstrap_plan, distance_to_uniform, js_distance,
-                                    normalise, scores, triangular_discrimination)
+from hsixai.xai.consistency import (
+    Profiles,
+    basic_interval,
+    bootstrap_plan,
+    distance_to_uniform,
+    js_distance,
+    normalise,
+    scores,
+    triangular_discrimination,
+)
 
 from .. import simulation
 
@@ -15,8 +23,14 @@ NAMES = ["a", "b"]
 def _data(profiles, labels, correct=None, names=NAMES, ring_mass=None):
     profiles = np.asarray(profiles, dtype=float)
     correct = np.ones(profiles.shape[:2], bool) if correct is None else np.asarray(correct)
-    return Profiles(profiles, np.asarray(labels), correct, np.arange(profiles.shape[2], dtype=float), names,
-                    None if ring_mass is None else np.asarray(ring_mass, dtype=float))
+    return Profiles(
+        profiles,
+        np.asarray(labels),
+        correct,
+        np.arange(profiles.shape[2], dtype=float),
+        names,
+        None if ring_mass is None else np.asarray(ring_mass, dtype=float),
+    )
 
 
 def test_published_check_value():
@@ -35,8 +49,9 @@ def test_js_distance_matches_scipy():
 
 
 def test_triangular_discrimination_by_hand_and_bounds_on_js():
-    assert triangular_discrimination(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])) == \
-        pytest.approx(2 * 0.25 ** 2 / 0.75 + 0.25 / 0.5)
+    assert triangular_discrimination(np.array([0.5, 0.5, 0.0]), np.array([0.25, 0.25, 0.5])) == pytest.approx(
+        2 * 0.25**2 / 0.75 + 0.25 / 0.5
+    )
     assert triangular_discrimination(np.eye(3)[0], np.eye(3)[1]) == pytest.approx(2.0)
     rng = np.random.default_rng(1)
     p, q = rng.dirichlet(np.full(9, 0.5), size=(2, 500))
@@ -85,8 +100,11 @@ def test_jsdiv_recomputed_with_scipy_loop():
     for i in range(2):
         class_means = []
         for k in (0, 1):
-            d = [jensenshannon(profiles[i, j], np.ones(9) / 9, base=2)
-                 for j in range(30) if labels[j] == k and correct[i, j]]
+            d = [
+                jensenshannon(profiles[i, j], np.ones(9) / 9, base=2)
+                for j in range(30)
+                if labels[j] == k and correct[i, j]
+            ]
             class_means.append(np.mean(d))
         per_instance.append(1 - np.mean(class_means))
     assert s["consistency_jsdiv"] == pytest.approx(np.mean(per_instance), abs=1e-12)
@@ -106,14 +124,16 @@ def test_instances_score_recomputed_pair_by_pair():
         for i, j in ((0, 1), (0, 2), (1, 2)):
             draws = [t for t in range(20) if labels[t] == k and correct[i, t] and correct[j, t]]
             x = normalised[i, draws] - normalised[j, draws]
-            cross = sum(np.outer(x[s_], x[t]).diagonal() for s_ in range(len(draws)) for t in range(len(draws))
-                        if s_ != t) / (len(draws) * (len(draws) - 1))
+            cross = sum(
+                np.outer(x[s_], x[t]).diagonal() for s_ in range(len(draws)) for t in range(len(draws)) if s_ != t
+            ) / (len(draws) * (len(draws) - 1))
             scale = normalised[i, draws].mean(axis=0) + normalised[j, draws].mean(axis=0)
             per_pair.append((cross / scale).sum() / 2)
         per_class.append(np.mean(per_pair))
     assert s["consistency_instances"] == pytest.approx(1 - np.mean(per_class), abs=1e-12)
-    assert s["per_class"]["a"]["common_per_pair"] == [int((correct[i, :10] & correct[j, :10]).sum())
-                                                      for i, j in ((0, 1), (0, 2), (1, 2))]
+    assert s["per_class"]["a"]["common_per_pair"] == [
+        int((correct[i, :10] & correct[j, :10]).sum()) for i, j in ((0, 1), (0, 2), (1, 2))
+    ]
 
 
 def test_pairs_use_only_samples_both_instances_get_right():
@@ -194,8 +214,9 @@ def test_flattening_leaves_concordance_unchanged_and_raises_consistency_instance
     for amount in (0.3, 0.7):
         flat = (1 - amount) * normalised + amount / normalised.shape[2]
         flat[~data.correct] = 0.0
-        after = scores(Profiles(flat, data.labels, data.correct, data.wavelengths, data.class_names),
-                       replicates=50).metrics
+        after = scores(
+            Profiles(flat, data.labels, data.correct, data.wavelengths, data.class_names), replicates=50
+        ).metrics
         assert after["consistency_concordance"] == pytest.approx(before["consistency_concordance"], abs=0.02)
         assert after["consistency_instances"] > before["consistency_instances"] + 0.01
         assert after["consistency_jsdiv"] > before["consistency_jsdiv"]
@@ -248,13 +269,13 @@ def test_single_instance_has_no_instance_consistency(caplog):
 
 
 def test_scores_parts_metrics_bootstrap_and_mean_profiles():
-    profiles = np.array([[[1.0, 3.0], [1.0, 1.0], [2.0, 2.0], [0.0, 5.0]],
-                         [[3.0, 1.0], [1.0, 1.0], [1.0, 1.0], [5.0, 0.0]]])
+    profiles = np.array(
+        [[[1.0, 3.0], [1.0, 1.0], [2.0, 2.0], [0.0, 5.0]], [[3.0, 1.0], [1.0, 1.0], [1.0, 1.0], [5.0, 0.0]]]
+    )
     correct = np.array([[True, True, True, False], [True, True, True, True]])
     computed = scores(_data(profiles, [0, 0, 1, 1], correct), replicates=10)
     assert not any(key.startswith("_") for key in computed.metrics)
     assert computed.bootstrap["consistency_jsdiv"]["estimate"] == computed.metrics["consistency_jsdiv"]
     assert len(computed.bootstrap["consistency_jsdiv"]["replicates"]) == 10
     # [instances, classes, bands]: the mean normalised profile over the samples each instance got right
-    np.testing.assert_allclose(computed.mean_profiles, [[[0.375, 0.625], [0.5, 0.5]],
-                                                        [[0.625, 0.375], [0.75, 0.25]]])
+    np.testing.assert_allclose(computed.mean_profiles, [[[0.375, 0.625], [0.5, 0.5]], [[0.625, 0.375], [0.75, 0.25]]])

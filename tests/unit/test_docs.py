@@ -105,8 +105,9 @@ def link_problems(markdown: Path, root: Path) -> list[str]:
 
 def in_git_work_tree() -> bool:
     try:
-        proc = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--is-inside-work-tree"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "--is-inside-work-tree"], capture_output=True, text=True
+        )
     except FileNotFoundError:
         return False
     return proc.returncode == 0 and proc.stdout.strip() == "true"
@@ -120,7 +121,7 @@ def code_map() -> list[str]:
     text = README.read_text(encoding="utf-8").splitlines()
     assert MAP_HEADING in text, f"README.md has no '{MAP_HEADING}' heading"
     paths, in_block = [], False
-    for line in text[text.index(MAP_HEADING) + 1:]:
+    for line in text[text.index(MAP_HEADING) + 1 :]:
         if FENCE.match(line):
             if in_block:
                 return paths
@@ -150,6 +151,7 @@ def package_entries() -> set[str]:
 
 # --- the checker checks: a known slug, a broken link and a broken anchor are caught ---------------------------
 
+
 def test_slug_follows_github():
     assert slug("What `make run` produces") == "what-make-run-produces"
     assert slug("A sweep and its selection (`make run`)") == "a-sweep-and-its-selection-make-run"
@@ -166,7 +168,8 @@ def test_link_problems_are_found(tmp_path):
         "[ok](docs/a.md) [ok](docs/a.md#part-one) [web](https://example.org/x) [self](#top)\n"
         "[gone](docs/b.md) [bad anchor](docs/a.md#part-two) [out](../elsewhere.md)\n"
         "`[in code](docs/c.md)`\n```\n[in a block](docs/d.md)\n```\n# Top\n",
-        encoding="utf-8")
+        encoding="utf-8",
+    )
     problems = link_problems(readme, tmp_path)
     assert len(problems) == 3, problems
     assert "docs/b.md does not exist" in problems[0]
@@ -175,6 +178,7 @@ def test_link_problems_are_found(tmp_path):
 
 
 # --- the repository's documentation -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("markdown", markdown_files(), ids=lambda p: p.relative_to(REPO).as_posix())
 def test_relative_links_resolve(markdown):
@@ -190,8 +194,12 @@ def test_no_link_leads_to_an_ignored_file():
             path_part = target.partition("#")[0]
             if path_part and not SCHEME.match(target):
                 targets.add(((markdown.parent / unquote(path_part)).resolve()).relative_to(REPO).as_posix())
-    proc = subprocess.run(["git", "-C", str(REPO), "check-ignore", "--stdin"], input="\n".join(sorted(targets)),
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        ["git", "-C", str(REPO), "check-ignore", "--stdin"],
+        input="\n".join(sorted(targets)),
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode in (0, 1), proc.stderr
     assert proc.stdout.split() == [], "links to files git ignores"
 
@@ -200,8 +208,9 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     lines = README.read_text(encoding="utf-8").splitlines()
     assert len(lines) < MAX_README_LINES, f"README.md has {len(lines)} lines; move detail into docs/"
     top = "\n".join(lines[:20])
-    assert re.search(r"^make run\b", top, re.MULTILINE) and re.search(r"^make test\b", top, re.MULTILINE), \
+    assert re.search(r"^make run\b", top, re.MULTILINE) and re.search(r"^make test\b", top, re.MULTILINE), (
         "README.md: `make run` and `make test` belong in its first 20 lines"
+    )
 
 
 def test_code_map_lists_every_module_and_package():
@@ -215,8 +224,7 @@ def test_code_map_lists_every_module_and_package():
 
 
 def test_code_map_paths_exist():
-    missing = [p for p in code_map()
-               if not (REPO / p).exists() or (p.endswith("/") and not (REPO / p).is_dir())]
+    missing = [p for p in code_map() if not (REPO / p).exists() or (p.endswith("/") and not (REPO / p).is_dir())]
     assert missing == [], "the README's map names paths that do not exist"
 
 

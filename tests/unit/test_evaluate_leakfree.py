@@ -19,8 +19,20 @@ from hsixai.paths import Paths
 from ..conftest import TINY_BUFFER, TINY_TRAIN, tiny_params
 from ..helpers import merged, write_params
 
-EXISTING_KEYS = {"oa", "oa_std", "aa", "aa_std", "kappa", "kappa_std", "f1_macro", "f1_macro_std", "f1_per_class",
-                 "best_instance", "n_test", "per_instance"}
+EXISTING_KEYS = {
+    "oa",
+    "oa_std",
+    "aa",
+    "aa_std",
+    "kappa",
+    "kappa_std",
+    "f1_macro",
+    "f1_macro_std",
+    "f1_per_class",
+    "best_instance",
+    "n_test",
+    "per_instance",
+}
 
 
 def _params(root, **overrides):
@@ -80,8 +92,12 @@ def test_evaluate_reports_leakfree_scores_and_leakage(trained, mlflow_uri):
     train_map, dev_map = (np.load(paths.split_dir / f"{s}_labels.npy") for s in ("train", "dev"))
     test_map = np.load(paths.prepared_dir / "test_labels.npy")
     leak_dev, leak_test = patch_leakage(train_map, dev_map, 5, 6), patch_leakage(train_map, test_map, 5, 6)
-    assert ev["leakage"] == {"dev_same_class": leak_dev["same_class"], "dev_any_class": leak_dev["any_class"],
-                             "test_same_class": leak_test["same_class"], "test_any_class": leak_test["any_class"]}
+    assert ev["leakage"] == {
+        "dev_same_class": leak_dev["same_class"],
+        "dev_any_class": leak_dev["any_class"],
+        "test_same_class": leak_test["same_class"],
+        "test_any_class": leak_test["any_class"],
+    }
     # the buffered dev is leak-free for every patch the buffer covers; the whole test mask is not
     assert ev["leakage"]["dev_any_class"] == 0 and ev["leakage"]["test_any_class"] > 0
 
@@ -106,9 +122,11 @@ def test_class_with_too_few_leakfree_pixels_is_left_out_of_the_macro_scores(trai
     lf = json.loads((paths.split_dir / "leakfree.json").read_text())["n_test_leakfree_per_class"]
     smallest = min(lf, key=lf.get)
     # Same split, a higher bar: only the threshold changes, so the models stay valid.
-    split.run(params_from_dict(tiny_params(patch_size=5, train=TINY_TRAIN,
-                                           split={"min_leakfree_pixels": lf[smallest] + 1})),
-              paths, progress=False)
+    split.run(
+        params_from_dict(tiny_params(patch_size=5, train=TINY_TRAIN, split={"min_leakfree_pixels": lf[smallest] + 1})),
+        paths,
+        progress=False,
+    )
     ev = evaluate.run(params, paths, progress=False)
     assert smallest in ev["leakfree_classes_excluded"]
     names = params.data.class_names
@@ -126,8 +144,7 @@ def test_class_with_too_few_leakfree_pixels_is_left_out_of_the_macro_scores(trai
 def test_a_patch_wider_than_the_buffer_is_flagged(trained, caplog):
     params, paths = trained
     # A 1 px buffer is narrower than the radius 2 of these p=5 models: the subset is not leak-free for them.
-    split.run(params_from_dict(tiny_params(patch_size=5, train=TINY_TRAIN, split={"buffer": 1})), paths,
-              progress=False)
+    split.run(params_from_dict(tiny_params(patch_size=5, train=TINY_TRAIN, split={"buffer": 1})), paths, progress=False)
     with caplog.at_level(logging.WARNING):
         ev = evaluate.run(params, paths, progress=False)
     assert ev["leakfree_buffer"] == 1 and ev["leakfree_covers_patch"] is False

@@ -37,14 +37,24 @@ def test_geotiff_keeps_crs_and_transform_through_convert_and_prepare(tmp_path):
     assert sidecar["crs"] == "EPSG:32630" and sidecar["transform"] == list(GEOTIFF_TRANSFORM)
     assert (sidecar["height"], sidecar["width"]) == (H, W)
 
-    params = params_from_dict(tiny_params(data={"raw_dir": str(out), "class_names": ["a", "b", "c"],
-                                                "remove_bands": [0]}))
+    params = params_from_dict(
+        tiny_params(data={"raw_dir": str(out), "class_names": ["a", "b", "c"], "remove_bands": [0]})
+    )
     paths = Paths.at(tmp_path / "root")
     prepare.run(params, paths, progress=False)
     grid = read_georef(paths.prepared_dir, (H, W))
     # written back through rasterio, the prepared grid is the source's
-    with rasterio.open(tmp_path / "back.tif", "w", driver="GTiff", count=1, height=H, width=W, dtype="float32",
-                       crs=grid.crs, transform=rasterio.Affine(*grid.transform)) as dst:
+    with rasterio.open(
+        tmp_path / "back.tif",
+        "w",
+        driver="GTiff",
+        count=1,
+        height=H,
+        width=W,
+        dtype="float32",
+        crs=grid.crs,
+        transform=rasterio.Affine(*grid.transform),
+    ) as dst:
         dst.write(np.load(paths.prepared_cube)[:1])
     with rasterio.open(tmp_path / "back.tif") as back, rasterio.open(tmp_path / "cube.tif") as source:
         assert back.crs == source.crs and back.transform == source.transform
@@ -53,8 +63,10 @@ def test_geotiff_keeps_crs_and_transform_through_convert_and_prepare(tmp_path):
 def test_envi_map_info_written_by_hand(tmp_path):
     cube, train, test, wl = scene(np.int16)
     header = write_envi(tmp_path / "c.img", cube, "bil", wavelengths=wl)
-    header.write_text(header.read_text() + "map info = {UTM, 1.000, 1.000, 230000.000, 4150000.000, 30.000, 30.000, "
-                                           "30, North, WGS-84, units=Meters}\n")
+    header.write_text(
+        header.read_text() + "map info = {UTM, 1.000, 1.000, 230000.000, 4150000.000, 30.000, 30.000, "
+        "30, North, WGS-84, units=Meters}\n"
+    )
     out = _convert(tmp_path, header)
     grid = read_georef(out, (H, W))
     assert grid.crs == "EPSG:32630" and grid.transform == GEOTIFF_TRANSFORM
@@ -62,8 +74,17 @@ def test_envi_map_info_written_by_hand(tmp_path):
 
 def test_envi_written_by_gdal_keeps_its_grid(tmp_path):
     cube, _, _, _ = scene(np.float32)
-    with rasterio.open(tmp_path / "g.img", "w", driver="ENVI", count=B, height=H, width=W, dtype="float32",
-                       crs="EPSG:32629", transform=rasterio.Affine(10, 0, 750000, 0, -10, 4120020)) as dst:
+    with rasterio.open(
+        tmp_path / "g.img",
+        "w",
+        driver="ENVI",
+        count=B,
+        height=H,
+        width=W,
+        dtype="float32",
+        crs="EPSG:32629",
+        transform=rasterio.Affine(10, 0, 750000, 0, -10, 4120020),
+    ) as dst:
         dst.write(cube)
     out = _convert(tmp_path, tmp_path / "g.hdr")
     grid = read_georef(out, (H, W))
@@ -88,17 +109,21 @@ def test_sidecar_round_trip_and_checks(tmp_path):
     write_georef(tmp_path, grid)
     assert read_georef(tmp_path, (H, W)) == grid
     assert read_georef(tmp_path / "nowhere", (H, W)) is None
-    with pytest.raises(HsixaiError, match=rf"georef.json: expected the grid of the cube's H x W \({H + 1}, {W}\), "
-                                          rf"found height {H}, width {W}"):
+    with pytest.raises(
+        HsixaiError,
+        match=rf"georef.json: expected the grid of the cube's H x W \({H + 1}, {W}\), "
+        rf"found height {H}, width {W}",
+    ):
         read_georef(tmp_path, (H + 1, W))
     path = tmp_path / "georef.json"
     for content, message in (
-            ("{", "not a readable JSON file"),
-            ('{"crs": "EPSG:32632"}', "expected an object with 'crs'"),
-            (json.dumps({**grid.to_json(), "transform": [30, 0, 1]}), "'transform': expected six finite numbers"),
-            (json.dumps({**grid.to_json(), "transform": [0, 0, 1, 0, 0, 2]}), "expected an invertible affine map"),
-            (json.dumps({**grid.to_json(), "width": 0}), "'width' and 'height': expected positive integers"),
-            (json.dumps({**grid.to_json(), "crs": "EPSG:999999"}), "coordinate reference system not understood")):
+        ("{", "not a readable JSON file"),
+        ('{"crs": "EPSG:32632"}', "expected an object with 'crs'"),
+        (json.dumps({**grid.to_json(), "transform": [30, 0, 1]}), "'transform': expected six finite numbers"),
+        (json.dumps({**grid.to_json(), "transform": [0, 0, 1, 0, 0, 2]}), "expected an invertible affine map"),
+        (json.dumps({**grid.to_json(), "width": 0}), "'width' and 'height': expected positive integers"),
+        (json.dumps({**grid.to_json(), "crs": "EPSG:999999"}), "coordinate reference system not understood"),
+    ):
         path.write_text(content)
         with pytest.raises(HsixaiError, match=message):
             read_georef(tmp_path, (H, W))
@@ -131,7 +156,9 @@ def test_synthetic_scene_lies_near_seville_on_a_30_m_utm_29n_grid(tmp_path):
     affine = rasterio.Affine(*full.transform)
     corners = [affine @ (c, r) for c, r in ((0, 0), (1091, 0), (0, 1215), (1091, 1215))]
     lons, lats = transform(full.crs, "EPSG:4326", [x for x, _ in corners], [y for _, y in corners])
-    km = [np.hypot((lon + 5.98) * 111.32 * np.cos(np.radians(37.39)), (lat - 37.39) * 110.57)
-          for lon, lat in zip(lons, lats)]
+    km = [
+        np.hypot((lon + 5.98) * 111.32 * np.cos(np.radians(37.39)), (lat - 37.39) * 110.57)
+        for lon, lat in zip(lons, lats)
+    ]
     assert max(km) < 60, km
     assert all(36.9 < lat < 37.35 for lat in lats) and all(-6.35 < lon < -5.9 for lon in lons), (lons, lats)

@@ -26,7 +26,7 @@ def _parcels(seed: int, shape=(40, 56), k: int = 4, labelled: float = 0.7) -> np
     for _ in range(shape[0] * shape[1] // 12):
         h, w = rng.integers(2, 10, size=2)
         r, c = rng.integers(0, shape[0] - 1), rng.integers(0, shape[1] - 1)
-        labels[r:r + h, c:c + w] = rng.integers(0, k) if rng.random() < labelled else -1
+        labels[r : r + h, c : c + w] = rng.integers(0, k) if rng.random() < labelled else -1
     return labels
 
 
@@ -75,8 +75,16 @@ def test_patch_leakage_on_a_hand_made_map():
     targets = np.full_like(train, -1)
     targets[5, 7], targets[5, 9], targets[15, 15], targets[8, 5] = 0, 1, 0, 1
     expected = {  # patch size: (same class, any class) shares of the 4 targets
-        1: (0, 0), 3: (0, 0), 5: (1 / 4, 1 / 4), 7: (2 / 4, 3 / 4), 9: (2 / 4, 3 / 4), 13: (2 / 4, 3 / 4),
-        15: (3 / 4, 3 / 4), 19: (3 / 4, 3 / 4), 21: (1, 1)}
+        1: (0, 0),
+        3: (0, 0),
+        5: (1 / 4, 1 / 4),
+        7: (2 / 4, 3 / 4),
+        9: (2 / 4, 3 / 4),
+        13: (2 / 4, 3 / 4),
+        15: (3 / 4, 3 / 4),
+        19: (3 / 4, 3 / 4),
+        21: (1, 1),
+    }
     for p, (same, any_) in expected.items():
         got = patch_leakage(train, targets, p, 2)
         assert got == {"same_class": pytest.approx(same), "any_class": pytest.approx(any_)}, p
@@ -127,8 +135,11 @@ def test_no_dev_pixel_within_the_buffer_of_a_train_pixel(seed, buffer, strategy)
     survivors = np.bincount(dev[(dev >= 0) & (dist > buffer)], minlength=4)
     if (survivors == 0).any():
         k = int(np.flatnonzero(survivors == 0)[0])
-        with pytest.raises(HsixaiError, match=rf"class {k} \({NAMES[k]}\): split.buffer={buffer} drops all "
-                                              rf"{(dev == k).sum()} dev pixels") as err:
+        with pytest.raises(
+            HsixaiError,
+            match=rf"class {k} \({NAMES[k]}\): split.buffer={buffer} drops all "
+            rf"{(dev == k).sum()} dev pixels",
+        ) as err:
             buffer_dev(train, dev, buffer, NAMES, str(buffer), strategy)
         assert "\n" not in str(err.value)
         return
@@ -148,17 +159,26 @@ def test_random_stratified_with_a_buffer_explains_itself():
 
 
 # --------------------------------------------------------------------------- params
-@pytest.mark.parametrize("buffer, sizes, expected", [("auto", [3, 5, 7, 9], 4), ("auto", [5, 21, 7], 10),
-                                                     ("auto", [3], 1), (0, [3, 21], 0), (6, [3, 5], 6)])
+@pytest.mark.parametrize(
+    "buffer, sizes, expected",
+    [("auto", [3, 5, 7, 9], 4), ("auto", [5, 21, 7], 10), ("auto", [3], 1), (0, [3, 21], 0), (6, [3, 5], 6)],
+)
 def test_buffer_resolves(buffer, sizes, expected):
     params = params_from_dict({"split": {"buffer": buffer}, "sweep": {"patch_sizes": sizes}})
     assert params.split_buffer == params.split.resolve_buffer(sizes) == expected
 
 
-@pytest.mark.parametrize("value, fragment", [(-1, "expected a non-negative integer or 'auto', found -1"),
-                                             (2.5, "expected an integer or 'auto', found 2.5"),
-                                             ("big", "expected an integer or 'auto', found 'big'"),
-                                             ("4", "found '4'"), (True, "found True"), (None, "found None")])
+@pytest.mark.parametrize(
+    "value, fragment",
+    [
+        (-1, "expected a non-negative integer or 'auto', found -1"),
+        (2.5, "expected an integer or 'auto', found 2.5"),
+        ("big", "expected an integer or 'auto', found 'big'"),
+        ("4", "found '4'"),
+        (True, "found True"),
+        (None, "found None"),
+    ],
+)
 def test_bad_buffer_names_the_parameter(value, fragment):
     with pytest.raises(HsixaiError) as err:
         params_from_dict({"split": {"buffer": value}})
@@ -176,6 +196,7 @@ def test_a_profile_sweep_gets_the_buffer_of_its_largest_patch(tmp_path):
         assert resolved.split_buffer == 21 // 2 == 10
         assert patch // 2 <= resolved.split_buffer
     assert all("split.buffer" not in extra for _, _, extra in points(params_from_dict({})))
+
 
 # --------------------------------------------------------------------------- the split stage on the tiny scene
 def _split_again(root, **overrides):
@@ -208,8 +229,9 @@ def test_split_stage_writes_the_buffered_split_and_the_leakfree_subset(prepared_
     assert list(summary["pixels"]["test_leakfree"].values()) == count(lf)
     assert list(info["n_test_leakfree_per_class"].values()) == count(lf) and info["buffer"] == TINY_BUFFER
     prepared = np.load(paths.prepared_files().training_mask)
-    assert list(summary["pixels"]["dev_dropped_by_buffer"].values()) == \
-        count(np.where((prepared >= 0) & (train < 0) & (dev < 0), prepared, -1))
+    assert list(summary["pixels"]["dev_dropped_by_buffer"].values()) == count(
+        np.where((prepared >= 0) & (train < 0) & (dev < 0), prepared, -1)
+    )
     assert sum(summary["pixels"]["dev_dropped_by_buffer"].values()) > 0  # the buffer does something here
 
 
@@ -233,11 +255,14 @@ def test_auto_buffer_follows_the_sweep_and_too_few_is_reported(prepared_root, tm
     lf = small["pixels"]["test_leakfree"]
     # Ask for more than the smallest class has: it is reported (warning, split.json, leakfree.json), not an error.
     smallest = min(lf, key=lf.get)
-    summary = _split_again(root, split={"buffer": "auto", "min_leakfree_pixels": lf[smallest] + 1},
-                           sweep={"patch_sizes": [3]})
+    summary = _split_again(
+        root, split={"buffer": "auto", "min_leakfree_pixels": lf[smallest] + 1}, sweep={"patch_sizes": [3]}
+    )
     assert smallest in summary["leakfree_classes_too_few"]
-    assert json.loads((root / "data/split/leakfree.json").read_text())["classes_too_few"] == \
-        summary["leakfree_classes_too_few"]
+    assert (
+        json.loads((root / "data/split/leakfree.json").read_text())["classes_too_few"]
+        == summary["leakfree_classes_too_few"]
+    )
     assert f"({smallest}) has {lf[smallest]} leak-free test pixels" in caplog.text
     # a larger sweep means a larger buffer: fewer (never more) leak-free and dev pixels in every class
     larger = _split_again(root, split={"buffer": "auto"}, sweep={"patch_sizes": [3, 5]})

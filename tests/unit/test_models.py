@@ -35,9 +35,14 @@ def test_cnn_architecture():
     m = CNN2D(n_bands=174, n_classes=6, patch_size=9, n_comps=15)
     convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
-        (174, 15, (1, 1)), (15, 32, (3, 3)), (32, 64, (3, 3)), (64, 128, (3, 3)), (128, 256, (3, 3))]
+        (174, 15, (1, 1)),
+        (15, 32, (3, 3)),
+        (32, 64, (3, 3)),
+        (64, 128, (3, 3)),
+        (128, 256, (3, 3)),
+    ]
     linears = [mod for mod in m.modules() if isinstance(mod, nn.Linear)]
-    assert [(l.in_features, l.out_features) for l in linears] == [(256, 256), (256, 128), (128, 6)]
+    assert [(lin.in_features, lin.out_features) for lin in linears] == [(256, 256), (256, 128), (128, 6)]
     assert sum(isinstance(mod, nn.Dropout) and mod.p == 0.5 for mod in m.modules()) == 2
 
 
@@ -45,7 +50,7 @@ def test_vit_architecture():
     m = PatchViT(n_bands=174, n_classes=6, patch_size=9, n_comps=15)
     layers = m.blocks.layers
     assert len(layers) == 6
-    assert all(l.norm_first and l.self_attn.num_heads == 4 and l.linear1.out_features == 256 for l in layers)
+    assert all(b.norm_first and b.self_attn.num_heads == 4 and b.linear1.out_features == 256 for b in layers)
     assert m.embed[0].in_features == 15 * 9 and m.embed[0].out_features == 128
 
 

@@ -11,7 +11,7 @@ def _naive_patch(cube, mean, std, r, c, p):
     z = (cube - mean[:, None, None]) / std[:, None, None]
     h = p // 2
     padded = np.pad(z, ((0, 0), (h, h), (h, h)))
-    return padded[:, r:r + p, c:c + p]
+    return padded[:, r : r + p, c : c + p]
 
 
 @pytest.mark.parametrize("p", [3, 5, 9])

@@ -20,8 +20,34 @@ from hsixai.paths import Paths
 from ..conftest import REPO
 
 PACKAGE = REPO / "src" / "hsixai"
-EXTENSIONS = ("npy", "npz", "pt", "pth", "ckpt", "json", "png", "svg", "pdf", "csv", "tsv", "tif", "tiff", "md",
-              "yaml", "yml", "txt", "log", "db", "h5", "hdf5", "he5", "hdr", "mat", "lock", "html")
+EXTENSIONS = (
+    "npy",
+    "npz",
+    "pt",
+    "pth",
+    "ckpt",
+    "json",
+    "png",
+    "svg",
+    "pdf",
+    "csv",
+    "tsv",
+    "tif",
+    "tiff",
+    "md",
+    "yaml",
+    "yml",
+    "txt",
+    "log",
+    "db",
+    "h5",
+    "hdf5",
+    "he5",
+    "hdr",
+    "mat",
+    "lock",
+    "html",
+)
 # One token of path characters whose last part has a stem ({} stands for an f-string's placeholder).
 FILE_NAME = re.compile(rf"^[\w.{{}}*/<>-]*[\w{{}}*<>-]\.(?:{'|'.join(EXTENSIONS)})$", re.IGNORECASE)
 
@@ -40,8 +66,11 @@ def docstring_nodes(tree: ast.AST) -> set[int]:
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and node.body:
             first = node.body[0]
-            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and \
-                    isinstance(first.value.value, str):
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
                 found.add(id(first.value))
     return found
 
@@ -78,14 +107,17 @@ def test_no_file_name_outside_paths_py():
         for line, text in file_names(path.read_text(), str(path)):
             if (module, text) not in ALLOWED:
                 found.append(f"src/hsixai/{module}:{line}: {text!r}")
-    assert not found, ("file names written outside src/hsixai/paths.py (name them there, or allow them in "
-                       "tests/unit/test_paths.py with the reason):\n" + "\n".join(found))
+    assert not found, (
+        "file names written outside src/hsixai/paths.py (name them there, or allow them in "
+        "tests/unit/test_paths.py with the reason):\n" + "\n".join(found)
+    )
 
 
 def test_allowed_names_still_occur():
     for module, text in ALLOWED:
-        assert text in {t for _, t in file_names((PACKAGE / module).read_text())}, \
+        assert text in {t for _, t in file_names((PACKAGE / module).read_text())}, (
             f"ALLOWED: {text!r} no longer occurs in src/hsixai/{module}; remove the entry"
+        )
 
 
 def test_file_names_finds_what_it_should_and_only_that():
@@ -109,14 +141,27 @@ def write(out, i, name, suffix):
     print("evaluate -> metrics/evaluate.json")
     return out / "reports", out / f"{name}.tmp-1", figures, report, log, RAW
 '''
-    assert file_names(source) == [(5, "hsi.npy"), (10, "cube.npy"), (11, "instance_{}.pt"), (12, "_labels.npy"),
-                                  (13, "*.png"), (14, "reports/selection.md"), (15, ".server.log")]
+    assert file_names(source) == [
+        (5, "hsi.npy"),
+        (10, "cube.npy"),
+        (11, "instance_{}.pt"),
+        (12, "_labels.npy"),
+        (13, "*.png"),
+        (14, "reports/selection.md"),
+        (15, ".server.log"),
+    ]
 
 
 def test_paths_are_absolute_and_the_two_label_maps_differ(tmp_path):
     paths = Paths.at(tmp_path)
-    files = [paths.prepared_files().training_mask, paths.split_files().train_labels, paths.checkpoint(0),
-             paths.figures("train").training_curves, paths.selection_report().json, paths.mlflow_server_log]
+    files = [
+        paths.prepared_files().training_mask,
+        paths.split_files().train_labels,
+        paths.checkpoint(0),
+        paths.figures("train").training_curves,
+        paths.selection_report().json,
+        paths.mlflow_server_log,
+    ]
     assert all(f.is_absolute() and f.is_relative_to(tmp_path.resolve()) for f in files)
     assert paths.prepared_files().training_mask.name != paths.split_files().train_labels.name
     assert paths.checkpoint(3, tmp_path / "staging") == tmp_path / "staging" / paths.checkpoint(3).name

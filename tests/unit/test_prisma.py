@@ -31,6 +31,7 @@ from ..writers import EPSG, PRISMA_H, PRISMA_W, SWIR_SCALE, VNIR_SCALE, Product,
 
 H, W = PRISMA_H, PRISMA_W
 
+
 def labelled_masks(nodata: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Training and test masks with three classes, none on a pixel without data."""
     height, width = nodata.shape
@@ -142,19 +143,32 @@ def test_geotiff_masks_on_the_product_grid(tmp_path):
 
     product = write_prisma(tmp_path / "p.he5")
     train, test = labelled_masks(product.nodata)
-    for name, mask, transform in (("train.tif", train, product.transform),
-                                  ("test.tif", test, (30.0, 0.0, product.transform[2] + 30.0, 0.0, -30.0,
-                                                      product.transform[5]))):
-        with rasterio.open(tmp_path / name, "w", driver="GTiff", count=1, height=H, width=W, dtype="uint8",
-                           crs=f"EPSG:{EPSG}", transform=rasterio.Affine(*transform)) as dst:
+    for name, mask, transform in (
+        ("train.tif", train, product.transform),
+        ("test.tif", test, (30.0, 0.0, product.transform[2] + 30.0, 0.0, -30.0, product.transform[5])),
+    ):
+        with rasterio.open(
+            tmp_path / name,
+            "w",
+            driver="GTiff",
+            count=1,
+            height=H,
+            width=W,
+            dtype="uint8",
+            crs=f"EPSG:{EPSG}",
+            transform=rasterio.Affine(*transform),
+        ) as dst:
             dst.write(mask[None])
     np.save(tmp_path / "test.npy", test)
     out = tmp_path / "raw"
     convert(ConvertRequest(product.path, tmp_path / "train.tif", tmp_path / "test.npy", out))
     np.testing.assert_array_equal(np.load(out / "train_crops.npy"), train)
-    with pytest.raises(HsixaiError, match=r"test.tif: test mask: expected the cube's grid \(EPSG:32632, upper-left "
-                                          r"corner \(300000.000, 4500030.000\).*found EPSG:32632, upper-left corner "
-                                          r"\(300030.000"):
+    with pytest.raises(
+        HsixaiError,
+        match=r"test.tif: test mask: expected the cube's grid \(EPSG:32632, upper-left "
+        r"corner \(300000.000, 4500030.000\).*found EPSG:32632, upper-left corner "
+        r"\(300030.000",
+    ):
         convert(ConvertRequest(product.path, tmp_path / "train.tif", tmp_path / "test.tif", tmp_path / "raw2"))
     assert not (tmp_path / "raw2").exists()
 
@@ -163,16 +177,20 @@ def test_a_label_on_a_pixel_without_data_is_refused(tmp_path):
     product = write_prisma(tmp_path / "p.he5")
     train, test = labelled_masks(product.nodata)
     train[0, 0] = 2
-    with pytest.raises(HsixaiError, match=r"train.npy: training mask: expected labels only where the cube has data, "
-                                          r"found 1 labelled pixels on no-data pixels \(first at row 0, column 0\)"):
+    with pytest.raises(
+        HsixaiError,
+        match=r"train.npy: training mask: expected labels only where the cube has data, "
+        r"found 1 labelled pixels on no-data pixels \(first at row 0, column 0\)",
+    ):
         convert(ConvertRequest(product.path, *masks_npy(tmp_path, train, test), tmp_path / "raw"))
     assert not (tmp_path / "raw").exists()
 
 
 # --------------------------------------------------------------------------- prepare on a converted product
 def _prepare(tmp_path: Path, raw: Path) -> Paths:
-    params = params_from_dict(tiny_params(data={"raw_dir": str(raw), "class_names": ["a", "b", "c"],
-                                                "remove_bands": [1]}))
+    params = params_from_dict(
+        tiny_params(data={"raw_dir": str(raw), "class_names": ["a", "b", "c"], "remove_bands": [1]})
+    )
     paths = Paths.at(tmp_path / "root")
     prepare.run(params, paths, progress=False)
     return paths
@@ -245,19 +263,37 @@ def _swir_one_column_short(fh) -> None:
     fh.create_dataset(key, data=dn[:, :, :-1])
 
 
-@pytest.mark.parametrize("edit,message", [
-    (_swir_one_column_short, rf"expected the VNIR and SWIR cubes on the same rows and columns, found VNIR "
-                             rf"\({H}, 9, {W}\) and SWIR \({H}, 9, {W - 1}\)"),
-    (lambda fh: fh.attrs.__setitem__("L2ScaleSwirMax", np.float32(-0.5)),
-     r"expected L2ScaleSwirMax > L2ScaleSwirMin, found -0.5 <= -0.02"),
-    (lambda fh: fh.attrs.__setitem__("List_Cw_Swir_Flags", np.ones(8, np.uint8)),
-     r"SWIR_Cube: expected as many bands .* found shape \(6, 9, 7\) and 9, 9, 8 values"),
-    (lambda fh: fh.attrs.__setitem__("Epsg_Code", np.int32(999999)), r"Epsg_Code 999999: coordinate reference system"),
-    (lambda fh: fh.attrs.__setitem__("List_Fwhm_Vnir", np.zeros(9, np.float32)),
-     r"List_Fwhm_Vnir: expected positive finite band widths for the bands in use, found 5 NaN, Inf or values <= 0"),
-    (lambda fh: fh.attrs.__setitem__("L2ScaleVnirMin", np.bytes_("zero")),
-     r"root attribute 'L2ScaleVnirMin': expected numbers"),
-])
+@pytest.mark.parametrize(
+    "edit,message",
+    [
+        (
+            _swir_one_column_short,
+            rf"expected the VNIR and SWIR cubes on the same rows and columns, found VNIR "
+            rf"\({H}, 9, {W}\) and SWIR \({H}, 9, {W - 1}\)",
+        ),
+        (
+            lambda fh: fh.attrs.__setitem__("L2ScaleSwirMax", np.float32(-0.5)),
+            r"expected L2ScaleSwirMax > L2ScaleSwirMin, found -0.5 <= -0.02",
+        ),
+        (
+            lambda fh: fh.attrs.__setitem__("List_Cw_Swir_Flags", np.ones(8, np.uint8)),
+            r"SWIR_Cube: expected as many bands .* found shape \(6, 9, 7\) and 9, 9, 8 values",
+        ),
+        (
+            lambda fh: fh.attrs.__setitem__("Epsg_Code", np.int32(999999)),
+            r"Epsg_Code 999999: coordinate reference system",
+        ),
+        (
+            lambda fh: fh.attrs.__setitem__("List_Fwhm_Vnir", np.zeros(9, np.float32)),
+            r"List_Fwhm_Vnir: expected positive finite band widths for the bands in use, "
+            r"found 5 NaN, Inf or values <= 0",
+        ),
+        (
+            lambda fh: fh.attrs.__setitem__("L2ScaleVnirMin", np.bytes_("zero")),
+            r"root attribute 'L2ScaleVnirMin': expected numbers",
+        ),
+    ],
+)
 def test_a_product_that_disagrees_with_itself_is_refused(tmp_path, edit, message):
     product = write_prisma(tmp_path / "p.he5")
     _edit(product.path, edit)

@@ -35,8 +35,9 @@ def published_points(workspace):
     return points(workspace, load_profile(PUBLISHED, workspace))
 
 
-@pytest.mark.parametrize("workspace", [load_params(REPO / "params.yaml"), params_from_dict({})],
-                         ids=["params.yaml", "code defaults"])
+@pytest.mark.parametrize(
+    "workspace", [load_params(REPO / "params.yaml"), params_from_dict({})], ids=["params.yaml", "code defaults"]
+)
 def test_every_published_point_runs_the_published_settings(workspace):
     """What docs/pipeline.md quotes: both models, patch sizes 5-21, 30 epochs over every batch, batch 256 (cnn2d)
     / 8 (vit), 512 xAI samples per class, IG 50 steps x NoiseTunnel 10, the map of every pixel, buffer 10."""
@@ -58,8 +59,9 @@ def test_every_published_point_runs_the_published_settings(workspace):
 
 def test_the_default_sweep_sets_nothing_on_its_experiments():
     params = load_params(REPO / "params.yaml")
-    assert [(m, p) for m, p, _ in points(params)] == [(m, p) for m in params.sweep.models
-                                                       for p in params.sweep.patch_sizes]
+    assert [(m, p) for m, p, _ in points(params)] == [
+        (m, p) for m in params.sweep.models for p in params.sweep.patch_sizes
+    ]
     assert all(extra == {} for _, _, extra in points(params))
 
 
@@ -79,14 +81,17 @@ def test_the_profile_holds_known_keys_that_differ_from_params_yaml():
         assert workspace[key] != value, f"{key}: {value!r} is params.yaml's value already"
 
 
-@pytest.mark.parametrize("text, fragment", [
-    ("train:\n  epoch: 30\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
-    ("xai:\n  n_steps: many\n", "xai.n_steps: expected an integer, found 'many'"),
-    ("train:\n  epochs: 0\n", "train.epochs: expected a positive integer, found 0"),
-    ("per_model:\n  vit:\n    train: {batch: 8}\n", "per_model.vit: unknown key 'train.batch'"),
-    ("per_model:\n  resnet:\n    train: {batch_size: 8}\n", "per_model: expected a mapping from model names"),
-    ("sweep: [1, 2\n", "not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train:\n  epoch: 30\n", "unknown key 'train.epoch' (did you mean 'train.epochs'?)"),
+        ("xai:\n  n_steps: many\n", "xai.n_steps: expected an integer, found 'many'"),
+        ("train:\n  epochs: 0\n", "train.epochs: expected a positive integer, found 0"),
+        ("per_model:\n  vit:\n    train: {batch: 8}\n", "per_model.vit: unknown key 'train.batch'"),
+        ("per_model:\n  resnet:\n    train: {batch_size: 8}\n", "per_model: expected a mapping from model names"),
+        ("sweep: [1, 2\n", "not valid YAML"),
+    ],
+)
 def test_a_bad_profile_is_a_one_line_error_naming_the_file_and_key(tmp_path, text, fragment):
     path = tmp_path / "profiles" / "bad.yaml"
     path.parent.mkdir()
@@ -103,8 +108,9 @@ def test_sweep_with_an_unknown_profile_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "profiles" / "published.yaml").write_text(PUBLISHED.read_text())
     assert main(["--root", str(tmp_path), "--no-progress", "sweep", "--profile", "nope"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == (f"hsixai sweep: error: --profile: expected one of published (files in {tmp_path / 'profiles'}), "
-                   f"found 'nope'")
+    assert err == (
+        f"hsixai sweep: error: --profile: expected one of published (files in {tmp_path / 'profiles'}), found 'nope'"
+    )
 
 
 def test_published_is_an_alias_of_the_published_profile():

@@ -11,15 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from hsixai.data.formats import (ConvertRequest, convert, open_stored, parse_envi_header, resolve_band_axis,
-                                 to_nm)
+from hsixai.data.formats import ConvertRequest, convert, open_stored, parse_envi_header, resolve_band_axis, to_nm
 from hsixai.errors import HsixaiError
 
 from ..writers import B, H, W, masks_npy, scene, write_envi, write_geotiff, write_mat5, write_mat73
-
-
-
-
 
 
 def check_raw(out: Path, cube: np.ndarray, train: np.ndarray, test: np.ndarray, wavelengths=None) -> None:
@@ -60,8 +55,9 @@ def test_npy_fortran_order_and_wavelength_file_in_micrometres(tmp_path):
     cube, train, test, wl = scene(np.float64)
     np.save(tmp_path / "cube.npy", np.asfortranarray(cube))
     (tmp_path / "wl.txt").write_text("\n".join(f"{v / 1000:.8f}" for v in wl))
-    out = run_convert(tmp_path, tmp_path / "cube.npy", *masks_npy(tmp_path, train, test),
-                      wavelengths=tmp_path / "wl.txt")
+    out = run_convert(
+        tmp_path, tmp_path / "cube.npy", *masks_npy(tmp_path, train, test), wavelengths=tmp_path / "wl.txt"
+    )
     check_raw(out, cube, train, test, wl)
 
 
@@ -71,8 +67,9 @@ def test_npy_fortran_order_and_wavelength_file_in_micrometres(tmp_path):
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint16, np.float64])
 def test_envi_round_trip(tmp_path, interleave, big_endian, dtype):
     cube, train, test, wl = scene(dtype)
-    header = write_envi(tmp_path / "scene.img", cube, interleave, big_endian, wl / 1000, units="Micrometers",
-                        offset=128)
+    header = write_envi(
+        tmp_path / "scene.img", cube, interleave, big_endian, wl / 1000, units="Micrometers", offset=128
+    )
     out = run_convert(tmp_path, header, *masks_npy(tmp_path, train, test))
     check_raw(out, cube, train, test, wl)
 
@@ -85,8 +82,10 @@ def test_envi_every_integer_data_type(tmp_path, dtype):
     check_raw(out, cube, train, test, wl)
 
 
-@pytest.mark.parametrize("data_name,header_name", [("scene", "scene.hdr"), ("scene.bip", "scene.hdr"),
-                                                     ("scene.img", "scene.img.hdr"), ("scene.RAW", "scene.hdr")])
+@pytest.mark.parametrize(
+    "data_name,header_name",
+    [("scene", "scene.hdr"), ("scene.bip", "scene.hdr"), ("scene.img", "scene.img.hdr"), ("scene.RAW", "scene.hdr")],
+)
 def test_envi_data_file_found_next_to_the_header(tmp_path, data_name, header_name):
     cube, train, test, wl = scene()
     write_envi(tmp_path / data_name, cube, "bip", wavelengths=wl, header_path=tmp_path / header_name)
@@ -107,8 +106,10 @@ def test_envi_masks_and_no_wavelengths(tmp_path):
 
 def test_envi_header_parsing(tmp_path):
     path = tmp_path / "x.hdr"
-    path.write_text("ENVI\ndescription = {a\n  multi-line = text}\nSamples   = 3\nwavelength = {1.5, 2,\n 3}\n"
-                    "Wavelength Units = um\n")
+    path.write_text(
+        "ENVI\ndescription = {a\n  multi-line = text}\nSamples   = 3\nwavelength = {1.5, 2,\n 3}\n"
+        "Wavelength Units = um\n"
+    )
     header = parse_envi_header(path)
     assert header["samples"] == "3"
     assert header["description"] == "a\n  multi-line = text"
@@ -149,10 +150,22 @@ def test_mat_v5_auto_detected_variables(tmp_path):
 
 def test_mat_v5_named_variables_in_one_file(tmp_path):
     cube, train, test, _ = scene(np.uint16)
-    write_mat5(tmp_path / "all.mat", a=cube.transpose(1, 2, 0), b=cube.transpose(1, 2, 0)[::-1],
-               tr=train, te=test.astype(np.int32))
-    out = run_convert(tmp_path, tmp_path / "all.mat", tmp_path / "all.mat", tmp_path / "all.mat",
-                      var="a", train_var="tr", test_var="te")
+    write_mat5(
+        tmp_path / "all.mat",
+        a=cube.transpose(1, 2, 0),
+        b=cube.transpose(1, 2, 0)[::-1],
+        tr=train,
+        te=test.astype(np.int32),
+    )
+    out = run_convert(
+        tmp_path,
+        tmp_path / "all.mat",
+        tmp_path / "all.mat",
+        tmp_path / "all.mat",
+        var="a",
+        train_var="tr",
+        test_var="te",
+    )
     check_raw(out, cube, train, test)
 
 
@@ -166,8 +179,15 @@ def test_mat_v73_matlab_layout(tmp_path, dtype):
     np.testing.assert_array_equal(stored.read_all(), hwb)
     np.testing.assert_array_equal(stored.read(0, 1, 3), hwb[1:3])
     np.save(tmp_path / "wl.npy", wl)
-    out = run_convert(tmp_path, tmp_path / "scene.mat", tmp_path / "scene.mat", tmp_path / "scene.mat",
-                      train_var="train", test_var="test", wavelengths=tmp_path / "wl.npy")
+    out = run_convert(
+        tmp_path,
+        tmp_path / "scene.mat",
+        tmp_path / "scene.mat",
+        tmp_path / "scene.mat",
+        train_var="train",
+        test_var="test",
+        wavelengths=tmp_path / "wl.npy",
+    )
     check_raw(out, cube, train, test, wl)
 
 
@@ -185,8 +205,12 @@ def test_mat_v73_logical_mask_and_band_axis_given(tmp_path):
 @pytest.mark.parametrize("block_bytes", [1, B * W * 4 * 2])  # one row, two rows (the last block is short)
 def test_cube_copied_in_blocks_of_rows(tmp_path, fmt, block_bytes):
     cube, train, test, _ = scene(np.float32)
-    path = {"npy": tmp_path / "c.npy", "tif": tmp_path / "c.tif", "mat73": tmp_path / "c.mat",
-            "mat5": tmp_path / "c.mat"}.get(fmt, tmp_path / "c.hdr")
+    path = {
+        "npy": tmp_path / "c.npy",
+        "tif": tmp_path / "c.tif",
+        "mat73": tmp_path / "c.mat",
+        "mat5": tmp_path / "c.mat",
+    }.get(fmt, tmp_path / "c.hdr")
     if fmt == "npy":
         np.save(path, cube.transpose(1, 0, 2))
     elif fmt == "tif":
@@ -248,10 +272,18 @@ def test_band_axis_given_must_agree_with_the_format(tmp_path):
 
 
 # --------------------------------------------------------------------------- units and classes
-@pytest.mark.parametrize("unit,values,expected", [
-    ("Micrometers", [0.4, 2.5], [400, 2500]), ("µm", [0.4], [400]), ("nm", [400.0], [400]),
-    ("Nanometers", [0.4], [0.4]), (None, [0.4, 2.5], [400, 2500]), (None, [400, 2500], [400, 2500]),
-    ("Unknown", [1.0], [1000])])
+@pytest.mark.parametrize(
+    "unit,values,expected",
+    [
+        ("Micrometers", [0.4, 2.5], [400, 2500]),
+        ("µm", [0.4], [400]),
+        ("nm", [400.0], [400]),
+        ("Nanometers", [0.4], [0.4]),
+        (None, [0.4, 2.5], [400, 2500]),
+        (None, [400, 2500], [400, 2500]),
+        ("Unknown", [1.0], [1000]),
+    ],
+)
 def test_wavelength_units(unit, values, expected):
     np.testing.assert_allclose(to_nm(np.array(values), unit, "x"), expected)
 
@@ -288,9 +320,11 @@ def test_float_masks_whole_numbers_only_and_never_negative(tmp_path):
     cube, train, test, _ = scene()
     np.save(tmp_path / "cube.npy", cube)
     np.save(tmp_path / "test.npy", test)
-    for bad, message in ((-1.0, r"expected labels >= 0 \(0 = unlabelled\), found \[-1\]"),
-                         (np.nan, "expected integer labels, found 1 non-integer values"),
-                         (2.25, r"found 1 non-integer values \(e.g. 2.25\)")):
+    for bad, message in (
+        (-1.0, r"expected labels >= 0 \(0 = unlabelled\), found \[-1\]"),
+        (np.nan, "expected integer labels, found 1 non-integer values"),
+        (2.25, r"found 1 non-integer values \(e.g. 2.25\)"),
+    ):
         mask = train.astype(np.float64)
         mask[1, 1] = bad
         np.save(tmp_path / "train.npy", mask)
@@ -307,8 +341,10 @@ def test_a_cube_given_as_a_mask_is_refused_unread(tmp_path):
     cube, train, test, _ = scene()
     write_geotiff(tmp_path / "cube.tif", cube)
     np.save(tmp_path / "cube.npy", cube)
-    for path, found in ((tmp_path / "cube.tif", f"expected a single band, found {B}"),
-                        (tmp_path / "cube.npy", rf"expected a 2-D array, found shape \({B}, {H}, {W}\)")):
+    for path, found in (
+        (tmp_path / "cube.tif", f"expected a single band, found {B}"),
+        (tmp_path / "cube.npy", rf"expected a 2-D array, found shape \({B}, {H}, {W}\)"),
+    ):
         with pytest.raises(HsixaiError, match=found):
             run_convert(tmp_path, tmp_path / "cube.npy", path, path)
 
@@ -318,12 +354,24 @@ def _gdal_envi(path: Path, cube: np.ndarray, interleave: str) -> Path:
     """An ENVI file as GDAL writes it (header, data, .aux.xml), wavelengths in µm in the ENVI domain."""
     import rasterio
 
-    with rasterio.open(path, "w", driver="ENVI", count=cube.shape[0], height=cube.shape[1], width=cube.shape[2],
-                       dtype=cube.dtype, interleave=interleave.upper(), crs="EPSG:32630",
-                       transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150000)) as dst:
+    with rasterio.open(
+        path,
+        "w",
+        driver="ENVI",
+        count=cube.shape[0],
+        height=cube.shape[1],
+        width=cube.shape[2],
+        dtype=cube.dtype,
+        interleave=interleave.upper(),
+        crs="EPSG:32630",
+        transform=rasterio.Affine(30, 0, 230000, 0, -30, 4150000),
+    ) as dst:
         dst.write(cube)
-        dst.update_tags(ns="ENVI", wavelength="{" + ",".join(f"{v / 1000:.7f}" for v in scene()[3]) + "}",
-                        wavelength_units="Micrometers")
+        dst.update_tags(
+            ns="ENVI",
+            wavelength="{" + ",".join(f"{v / 1000:.7f}" for v in scene()[3]) + "}",
+            wavelength_units="Micrometers",
+        )
     return path
 
 

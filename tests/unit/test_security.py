@@ -27,8 +27,13 @@ def _ui_command(*args: str, env: dict[str, str] | None = None) -> str:
     """The `mlflow ui` line `make ui` would run (make -n: nothing is run)."""
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    proc = subprocess.run(["make", "-n", "-C", str(REPO), "ui", *args], capture_output=True, text=True,
-                          env={**os.environ, **(env or {})}, check=True)
+    proc = subprocess.run(
+        ["make", "-n", "-C", str(REPO), "ui", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        check=True,
+    )
     return next(line for line in proc.stdout.splitlines() if line.startswith("mlflow ui"))
 
 
@@ -48,8 +53,11 @@ def test_sweep_mlflow_server_listens_on_localhost_only(tmp_path, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     with mlflow_server(Paths.at(tmp_path), "hsixai") as uri:
         port = int(uri.rsplit(":", 1)[1])
-        listening = {c.laddr.ip for c in psutil.net_connections("tcp")
-                     if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN}
+        listening = {
+            c.laddr.ip
+            for c in psutil.net_connections("tcp")
+            if c.laddr and c.laddr.port == port and c.status == psutil.CONN_LISTEN
+        }
     assert uri.startswith("http://127.0.0.1:")
     assert listening == {"127.0.0.1"}
 
@@ -61,10 +69,22 @@ SECRET_PATTERNS = {
     "GitHub token": re.compile(r"\bgh[pousr]_[A-Za-z0-9]{36}\b"),
     "credential in a config line": re.compile(
         r"^\s*(?:access_key_id|secret_access_key|session_token|password|account_key|sas_token|"
-        r"gdrive_client_secret|aws_secret_access_key)\s*=\s*\S", re.IGNORECASE | re.MULTILINE),
+        r"gdrive_client_secret|aws_secret_access_key)\s*=\s*\S",
+        re.IGNORECASE | re.MULTILINE,
+    ),
 }
-CREDENTIAL_KEYS = {"access_key_id", "secret_access_key", "session_token", "password", "account_key",
-                   "sas_token", "connection_string", "gdrive_client_secret", "key_file", "keyfile"}
+CREDENTIAL_KEYS = {
+    "access_key_id",
+    "secret_access_key",
+    "session_token",
+    "password",
+    "account_key",
+    "sas_token",
+    "connection_string",
+    "gdrive_client_secret",
+    "key_file",
+    "keyfile",
+}
 
 
 def _tracked_files() -> list[Path]:
@@ -82,8 +102,9 @@ def test_no_tracked_file_holds_credentials():
         if not path.is_file() or path.stat().st_size > 2_000_000:
             continue
         text = path.read_bytes().decode("utf-8", errors="ignore")
-        found += [f"{path.relative_to(REPO)}: {what}" for what, pattern in SECRET_PATTERNS.items()
-                  if pattern.search(text)]
+        found += [
+            f"{path.relative_to(REPO)}: {what}" for what, pattern in SECRET_PATTERNS.items() if pattern.search(text)
+        ]
     assert found == []
 
 
@@ -158,8 +179,11 @@ def test_good_checkpoints_load_and_bad_files_are_one_line_errors(loader, tmp_pat
     assert meta["seed"] == 0 and not net.training
     data = good.read_bytes()
     unreadable, unpickled = "not a readable checkpoint", "refused: not a tensors-only checkpoint"
-    cases = {"truncated.pt": (data[:len(data) // 2], unreadable), "empty.pt": (b"", unreadable),
-             "text.pt": (b"not a checkpoint at all\n", unpickled)}  # read as a legacy pickle, whose opcodes fail
+    cases = {
+        "truncated.pt": (data[: len(data) // 2], unreadable),
+        "empty.pt": (b"", unreadable),
+        "text.pt": (b"not a checkpoint at all\n", unpickled),
+    }  # read as a legacy pickle, whose opcodes fail
     for name, (content, expected) in cases.items():
         (tmp_path / name).write_bytes(content)
         assert expected in _refused(loader, tmp_path / name), name

@@ -2,38 +2,90 @@ import numpy as np
 import pytest
 
 from hsixai.config import CRITERIA
-from hsixai.select import (Experiment, analyse_group, build_report, markdown, order, paired_difference, rank,
-                           varying_keys)
+from hsixai.select import (
+    Experiment,
+    analyse_group,
+    build_report,
+    markdown,
+    order,
+    paired_difference,
+    rank,
+    varying_keys,
+)
 
 REPLICATES = 250
 
 
 def _boot(estimate, replicates=None, centre=None, seed=0):
     replicates = np.full(REPLICATES, estimate) if replicates is None else np.asarray(replicates)
-    return {"estimate": estimate, "centre": estimate if centre is None else centre,
-            "replicates": replicates.tolist()}
+    return {"estimate": estimate, "centre": estimate if centre is None else centre, "replicates": replicates.tolist()}
 
 
-def _exp(p, model="cnn2d", val=0.5, test=0.5, leakfree="same", jsdiv=0.5, inst=0.9, conc=0.8, centre=0.2,
-         reps=None, name=None, val_instances=None, seed=0):
+def _exp(
+    p,
+    model="cnn2d",
+    val=0.5,
+    test=0.5,
+    leakfree="same",
+    jsdiv=0.5,
+    inst=0.9,
+    conc=0.8,
+    centre=0.2,
+    reps=None,
+    name=None,
+    val_instances=None,
+    seed=0,
+):
     leakfree = test if leakfree == "same" else leakfree
-    metrics = {"f1_macro_val": val, "f1_macro_val_std": 0.01, "f1_macro_test": test, "f1_macro_test_std": 0.01,
-               "f1_macro_test_leakfree": leakfree, "f1_macro_test_leakfree_std": 0.02, "n_test_leakfree": 100,
-               "consistency_jsdiv": jsdiv, "consistency_jsdiv_ci": [jsdiv - 0.01, jsdiv + 0.01],
-               "consistency_instances": inst, "consistency_instances_ci": [inst - 0.02, inst + 0.02],
-               "consistency_concordance": conc, "consistency_concordance_ci": [conc - 0.05, conc + 0.05],
-               "centre_share": centre, "centre_share_ci": [centre - 0.01, centre + 0.01],
-               "centre_share_uniform": 1 / p ** 2, "instances": 3, "xai_samples_per_class": [16] * 6}
-    statistics = {"consistency_jsdiv": _boot(jsdiv), "consistency_instances": _boot(inst),
-                  "consistency_concordance": _boot(conc), "centre_share": _boot(centre), **(reps or {})}
-    replicates = {"seed": seed, "replicates": REPLICATES, "instances": 3, "resamples_instances": True,
-                  "statistics": statistics}
-    per_instance = {"f1_macro_val": val_instances or [val - 0.01, val, val + 0.01],
-                    "f1_macro_test": [test] * 3, "f1_macro_test_leakfree": [leakfree] * 3}
-    return Experiment(name or f"{model}-{p}", f"rev{p}", "", {"model": model, "patch_size": p, "seed": 0},
-                      metrics, replicates, per_instance,
-                      {"dev_same_class": p / 100, "dev_any_class": p / 50, "test_same_class": p / 80,
-                       "test_any_class": p / 40})
+    metrics = {
+        "f1_macro_val": val,
+        "f1_macro_val_std": 0.01,
+        "f1_macro_test": test,
+        "f1_macro_test_std": 0.01,
+        "f1_macro_test_leakfree": leakfree,
+        "f1_macro_test_leakfree_std": 0.02,
+        "n_test_leakfree": 100,
+        "consistency_jsdiv": jsdiv,
+        "consistency_jsdiv_ci": [jsdiv - 0.01, jsdiv + 0.01],
+        "consistency_instances": inst,
+        "consistency_instances_ci": [inst - 0.02, inst + 0.02],
+        "consistency_concordance": conc,
+        "consistency_concordance_ci": [conc - 0.05, conc + 0.05],
+        "centre_share": centre,
+        "centre_share_ci": [centre - 0.01, centre + 0.01],
+        "centre_share_uniform": 1 / p**2,
+        "instances": 3,
+        "xai_samples_per_class": [16] * 6,
+    }
+    statistics = {
+        "consistency_jsdiv": _boot(jsdiv),
+        "consistency_instances": _boot(inst),
+        "consistency_concordance": _boot(conc),
+        "centre_share": _boot(centre),
+        **(reps or {}),
+    }
+    replicates = {
+        "seed": seed,
+        "replicates": REPLICATES,
+        "instances": 3,
+        "resamples_instances": True,
+        "statistics": statistics,
+    }
+    per_instance = {
+        "f1_macro_val": val_instances or [val - 0.01, val, val + 0.01],
+        "f1_macro_test": [test] * 3,
+        "f1_macro_test_leakfree": [leakfree] * 3,
+    }
+    return Experiment(
+        name or f"{model}-{p}",
+        f"rev{p}",
+        "",
+        {"model": model, "patch_size": p, "seed": 0},
+        metrics,
+        replicates,
+        per_instance,
+        {"dev_same_class": p / 100, "dev_any_class": p / 50, "test_same_class": p / 80, "test_any_class": p / 40},
+    )
 
 
 def test_order_and_rank_follow_the_direction_and_keep_none():
@@ -62,8 +114,11 @@ def test_a_point_the_interval_favours_is_never_reported_behind():
     centre_a, centre_b = 0.6771, 0.6693
     # A's replicates sit well above its centre (its plug-in is biased down by resampling): the basic interval
     # reflects them, so A - B lies in about [-0.107, -0.030].
-    a = _exp(5, inst=centre_a, reps={"consistency_instances": _boot(centre_a, centre_a + 0.0763
-                                                                     + rng.normal(0, 0.0196, REPLICATES))})
+    a = _exp(
+        5,
+        inst=centre_a,
+        reps={"consistency_instances": _boot(centre_a, centre_a + 0.0763 + rng.normal(0, 0.0196, REPLICATES))},
+    )
     b = _exp(7, inst=centre_b, reps={"consistency_instances": _boot(centre_b)})
     comparison = paired_difference(a, b, "consistency_instances", 1)
     low, high = comparison["difference_ci"]
@@ -112,9 +167,11 @@ def test_validation_f1_uses_a_welch_interval_over_instances():
 
 
 def test_every_criterion_in_both_directions_with_spearman_and_regret():
-    exps = [_exp(3, test=0.6, inst=0.94, jsdiv=0.7, val=0.55, centre=0.3),
-            _exp(5, test=0.8, inst=0.97, jsdiv=0.6, val=0.75, centre=0.2),
-            _exp(7, test=0.7, inst=0.96, jsdiv=0.5, val=0.80, centre=0.1)]
+    exps = [
+        _exp(3, test=0.6, inst=0.94, jsdiv=0.7, val=0.55, centre=0.3),
+        _exp(5, test=0.8, inst=0.97, jsdiv=0.6, val=0.75, centre=0.2),
+        _exp(7, test=0.7, inst=0.96, jsdiv=0.5, val=0.80, centre=0.1),
+    ]
     g = analyse_group(exps, [3, 5, 7], "patch_size", "max_consistency_instances")
     assert set(g["criteria"]) == set(CRITERIA)
     checks = g["criteria"]
@@ -132,8 +189,11 @@ def test_every_criterion_in_both_directions_with_spearman_and_regret():
 
 
 def test_leakfree_f1_is_the_judge_and_a_point_without_it_is_missing_not_skipped():
-    exps = [_exp(3, test=0.9, leakfree=0.6, inst=0.94), _exp(5, test=0.8, leakfree=0.8, inst=0.97),
-            _exp(7, test=0.7, leakfree=0.7, inst=0.96)]
+    exps = [
+        _exp(3, test=0.9, leakfree=0.6, inst=0.94),
+        _exp(5, test=0.8, leakfree=0.8, inst=0.97),
+        _exp(7, test=0.7, leakfree=0.7, inst=0.96),
+    ]
     g = analyse_group(exps, [3, 5, 7], "patch_size", "max_consistency_instances")
     assert g["best_test_f1_leakfree"] == 5 and g["best_test_f1_all_pixels"] == 3
     check = g["criteria"]["max_consistency_instances"]
@@ -148,10 +208,16 @@ def test_leakfree_f1_is_the_judge_and_a_point_without_it_is_missing_not_skipped(
 
 
 def test_a_grid_with_a_missing_point_is_incomplete_and_names_it():
-    exps = [_exp(3, inst=0.9), _exp(5, inst=0.95), _exp(3, model="vit", inst=0.9), _exp(5, model="vit", inst=0.8),
-            _exp(7, model="vit", inst=0.85)]
-    report = build_report(exps, "max_consistency_instances",
-                          failed={"cnn2d-p7-123": {"model": "cnn2d", "patch_size": 7, "seed": 0}})
+    exps = [
+        _exp(3, inst=0.9),
+        _exp(5, inst=0.95),
+        _exp(3, model="vit", inst=0.9),
+        _exp(5, model="vit", inst=0.8),
+        _exp(7, model="vit", inst=0.85),
+    ]
+    report = build_report(
+        exps, "max_consistency_instances", failed={"cnn2d-p7-123": {"model": "cnn2d", "patch_size": 7, "seed": 0}}
+    )
     assert report["complete"] is False and report["failed"] == ["cnn2d-p7-123"]
     assert report["missing"] == [{"group": "model=cnn2d", "patch_size": 7, "reason": "failed (cnn2d-p7-123)"}]
     cnn = report["groups"]["model=cnn2d"]

@@ -45,7 +45,7 @@ def direct_imports(name: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
-                base = base[:len(base) - (node.level - 1)]
+                base = base[: len(base) - (node.level - 1)]
                 origin = ".".join(base + ([node.module] if node.module else []))
             else:
                 origin = node.module or ""
@@ -59,11 +59,13 @@ def has_code(name: str) -> bool:
 
     A package __init__ with only those is not worth a dep: editing it changes no stage's output.
     """
+
     def metadata(node: ast.stmt) -> bool:
         if isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant):
             return True
-        return isinstance(node, ast.Assign) and all(isinstance(t, ast.Name) and t.id.startswith("__")
-                                                    for t in node.targets)
+        return isinstance(node, ast.Assign) and all(
+            isinstance(t, ast.Name) and t.id.startswith("__") for t in node.targets
+        )
 
     return not all(metadata(n) for n in ast.parse(module_file(name).read_text()).body)
 
@@ -118,8 +120,11 @@ def problems(stage: str, stages: dict[str, dict] | None = None) -> list[str]:
     needed = [relative(m) for m in sorted(imported | {own}) if has_code(m)]
     out += [f"{stage}: imports {p} but dvc.yaml does not list it in deps" for p in needed if not covered(p, deps)]
     every = [relative(m) for m in imported | {own}]
-    out += [f"{stage}: dvc.yaml lists {d} in deps but the stage never imports it"
-            for d in deps if d.startswith("src/") and not any(covered(p, [d]) for p in every)]
+    out += [
+        f"{stage}: dvc.yaml lists {d} in deps but the stage never imports it"
+        for d in deps
+        if d.startswith("src/") and not any(covered(p, [d]) for p in every)
+    ]
     return out
 
 
@@ -139,16 +144,26 @@ def _graph(monkeypatch, imports: dict[str, set[str]]) -> None:
 
 
 SYNTHETIC_STAGES = {  # two stages over real module names; the graph is set per test
-    "evaluate": {"cmd": "hsixai --no-progress evaluate",
-                 "deps": ["models", "src/hsixai/evaluate.py", "src/hsixai/runtime.py", "src/hsixai/errors.py"]},
-    "train": {"cmd": "hsixai --no-progress train", "deps": ["src/hsixai/train.py", "src/hsixai/runtime.py",
-                                                            "src/hsixai/errors.py"]},
+    "evaluate": {
+        "cmd": "hsixai --no-progress evaluate",
+        "deps": ["models", "src/hsixai/evaluate.py", "src/hsixai/runtime.py", "src/hsixai/errors.py"],
+    },
+    "train": {
+        "cmd": "hsixai --no-progress train",
+        "deps": ["src/hsixai/train.py", "src/hsixai/runtime.py", "src/hsixai/errors.py"],
+    },
 }
 
 
 def test_a_synthetic_graph_in_line_with_its_deps_passes(monkeypatch):
-    _graph(monkeypatch, {"hsixai.evaluate": {"hsixai.runtime"}, "hsixai.train": {"hsixai.runtime"},
-                         "hsixai.runtime": {"hsixai.errors"}})
+    _graph(
+        monkeypatch,
+        {
+            "hsixai.evaluate": {"hsixai.runtime"},
+            "hsixai.train": {"hsixai.runtime"},
+            "hsixai.runtime": {"hsixai.errors"},
+        },
+    )
     assert problems("evaluate", SYNTHETIC_STAGES) == [] and problems("train", SYNTHETIC_STAGES) == []
 
 
@@ -165,13 +180,15 @@ def test_an_import_missing_from_the_deps_fails(monkeypatch):
     """Half two: evaluate imports io (through runtime) and dvc.yaml does not list it."""
     _graph(monkeypatch, {"hsixai.evaluate": {"hsixai.runtime"}, "hsixai.runtime": {"hsixai.errors", "hsixai.io"}})
     assert problems("evaluate", SYNTHETIC_STAGES) == [
-        "evaluate: imports src/hsixai/io.py but dvc.yaml does not list it in deps"]
+        "evaluate: imports src/hsixai/io.py but dvc.yaml does not list it in deps"
+    ]
 
 
 def test_a_source_dep_the_stage_never_imports_fails(monkeypatch):
     _graph(monkeypatch, {"hsixai.train": {"hsixai.errors"}})
     assert problems("train", SYNTHETIC_STAGES) == [
-        "train: dvc.yaml lists src/hsixai/runtime.py in deps but the stage never imports it"]
+        "train: dvc.yaml lists src/hsixai/runtime.py in deps but the stage never imports it"
+    ]
 
 
 def test_the_checker_catches_a_stage_importing_a_stage(monkeypatch):

@@ -52,7 +52,7 @@ def test_train_and_test_lie_on_separate_parcels():
     layout = synthetic._layout(cfg, rng)
     train, test = synthetic._labels(cfg, layout, rng)
     s = cfg.subpixels
-    centre = layout.parcel[s // 2::s, s // 2::s]
+    centre = layout.parcel[s // 2 :: s, s // 2 :: s]
     in_train = set(np.unique(centre[train > 0]))
     in_test = set(np.unique(centre[test > 0]))
     assert in_train and in_test and not in_train & in_test
@@ -67,7 +67,7 @@ def test_removed_bands_are_the_noisy_ones():
     # The blue end, the VNIR/SWIR junction, the 1800-1950 nm water vapour and the SWIR end.
     for band_range in ((0, 10), (57, 63), (145, 162), (210, 233)):
         lo, hi = band_range
-        assert np.median(noise[lo:hi + 1]) > 3 * np.median(noise[kept])
+        assert np.median(noise[lo : hi + 1]) > 3 * np.median(noise[kept])
     assert 1790 <= wl[145] <= 1810 and 1940 <= wl[162] <= 1960  # the 1800-1950 nm water-vapour band
 
 
@@ -94,6 +94,7 @@ def test_tree_crops_differ_in_texture_more_than_in_mean(tmp_path):
 
 def test_stage_writes_scene_json(tmp_path):
     from ..conftest import tiny_params
+
     params = params_from_dict(tiny_params())
     synthetic.run(params, Paths.at(tmp_path), progress=False)
     summary = json.loads((tmp_path / "data/synthetic/scene.json").read_text())
@@ -104,5 +105,6 @@ def test_stage_writes_scene_json(tmp_path):
 @pytest.mark.parametrize("bad", [{"height": 4}, {"subpixels": 0}, {"min_parcel": 20, "max_parcel": 10}])
 def test_bad_sizes_are_rejected(bad):
     from hsixai.errors import HsixaiError
+
     with pytest.raises(HsixaiError):
         SynthesizeConfig(**{**TINY_SYNTHESIZE, **bad})

@@ -33,8 +33,13 @@ def mlflow_uses(source: str, filename: str) -> list[str]:
             names = [node.module] if (node.module or "").split(".")[0] == "mlflow" and not node.level else []
         elif isinstance(node, ast.Attribute) and node.attr in ("client", "experiment_id"):
             names = [f".{node.attr}"]  # a tracking client, or tracking's own experiment lookup, used directly
-        elif isinstance(node, ast.Call) and _called(node) in ("import_module", "__import__") and node.args and \
-                isinstance(node.args[0], ast.Constant) and str(node.args[0].value).split(".")[0] == "mlflow":
+        elif (
+            isinstance(node, ast.Call)
+            and _called(node) in ("import_module", "__import__")
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and str(node.args[0].value).split(".")[0] == "mlflow"
+        ):
             names = [repr(node.args[0].value)]
         elif isinstance(node, ast.Constant) and node.value == "mlflow" and node.lineno not in allowed:
             names = ["'mlflow'"]  # the mlflow command (or an import by name)
@@ -54,19 +59,31 @@ def test_no_mlflow_outside_tracking():
     for path in sorted(PACKAGE.rglob("*.py")):
         if path != TRACKING:
             found += mlflow_uses(path.read_text(), str(path.relative_to(PACKAGE)))
-    assert not found, "MLflow used outside src/hsixai/tracking.py (go through tracking's functions):\n" + \
-        "\n".join(found)
+    assert not found, "MLflow used outside src/hsixai/tracking.py (go through tracking's functions):\n" + "\n".join(
+        found
+    )
 
 
 def test_the_scan_finds_what_it_forbids():
-    source = ("import mlflow\nfrom mlflow.entities import Metric\nimport importlib\n"
-              "def log(run):\n    run.client.log_batch(run.run_id)\n    importlib.import_module('mlflow.tracking')\n"
-              "def mlflow_server():\n    return ['mlflow', 'server']\n")
+    source = (
+        "import mlflow\nfrom mlflow.entities import Metric\nimport importlib\n"
+        "def log(run):\n    run.client.log_batch(run.run_id)\n    importlib.import_module('mlflow.tracking')\n"
+        "def mlflow_server():\n    return ['mlflow', 'server']\n"
+    )
     assert sorted(f.split(" ", 1)[1] for f in mlflow_uses(source, "stage.py")) == [
-        "'mlflow'", "'mlflow.tracking'", ".client", "mlflow", "mlflow.entities"]
+        "'mlflow'",
+        "'mlflow.tracking'",
+        ".client",
+        "mlflow",
+        "mlflow.entities",
+    ]
     # the sweep's server start may name the command, and nothing else may
     assert sorted(f.split(" ", 1)[1] for f in mlflow_uses(source, "sweep.py")) == [
-        "'mlflow.tracking'", ".client", "mlflow", "mlflow.entities"]
+        "'mlflow.tracking'",
+        ".client",
+        "mlflow",
+        "mlflow.entities",
+    ]
 
 
 def test_metrics_land_where_asked_and_curves_by_step(tmp_path, mlflow_uri):
@@ -80,24 +97,38 @@ def test_metrics_land_where_asked_and_curves_by_step(tmp_path, mlflow_uri):
             run.log_metrics({"x_nowhere": 1.0}, to="nowhere")  # a target that would log nothing
         run.log_curves({"pair.arm.seed0.loss_d": curve, "pair.arm.seed0.loss_t": [0.5, 0.25]})
     client = tracking.client(paths)
-    (child,) = client.search_runs([tracking.ensure_experiment(paths, params.tracking.experiment)],
-                                  "tags.`hsixai.stage` = 'stage'")
+    (child,) = client.search_runs(
+        [tracking.ensure_experiment(paths, params.tracking.experiment)], "tags.`hsixai.stage` = 'stage'"
+    )
     parent = client.get_run(child.data.tags[tracking.PARENT_RUN_ID])
     assert {k for k in child.data.metrics if k.startswith("x_")} == {"x_run", "x_both"}
     assert {k for k in parent.data.metrics if k.startswith("x_")} == {"x_parent", "x_both"}
     history = client.get_metric_history(child.info.run_id, "pair.arm.seed0.loss_d")
     assert sorted((m.step, m.value) for m in history) == list(enumerate(curve, start=1))
-    assert [m.value for m in sorted(client.get_metric_history(child.info.run_id, "pair.arm.seed0.loss_t"),
-                                    key=lambda m: m.step)] == [0.5, 0.25]
+    assert [
+        m.value
+        for m in sorted(client.get_metric_history(child.info.run_id, "pair.arm.seed0.loss_t"), key=lambda m: m.step)
+    ] == [0.5, 0.25]
 
 
 def test_headline_metrics_name_each_stage_file_once(tmp_path):
-    evaluate = {"f1_macro": 0.8, "oa": 0.9, "kappa": 0.7, "f1_macro_leakfree": None, "oa_leakfree": 0.85,
-                "kappa_leakfree": 0.6, "aa": 0.5}
+    evaluate = {
+        "f1_macro": 0.8,
+        "oa": 0.9,
+        "kappa": 0.7,
+        "f1_macro_leakfree": None,
+        "oa_leakfree": 0.85,
+        "kappa_leakfree": 0.6,
+        "aa": 0.5,
+    }
     assert tracking.headline_metrics("evaluate", evaluate) == {
-        "f1_macro_test": 0.8, "oa_test": 0.9, "kappa_test": 0.7, "oa_test_leakfree": 0.85, "kappa_test_leakfree": 0.6}
-    assert tracking.headline_metrics("train", {"f1_macro_val": 0.75, "f1_macro_val_std": 0.1}) == {
-        "f1_macro_val": 0.75}
+        "f1_macro_test": 0.8,
+        "oa_test": 0.9,
+        "kappa_test": 0.7,
+        "oa_test_leakfree": 0.85,
+        "kappa_test_leakfree": 0.6,
+    }
+    assert tracking.headline_metrics("train", {"f1_macro_val": 0.75, "f1_macro_val_std": 0.1}) == {"f1_macro_val": 0.75}
     # select reads the F1s it judges by from the same files and keys
     from hsixai import select
 

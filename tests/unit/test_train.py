@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from hsixai import evaluate, train
 from hsixai.cli import main
 from hsixai.config import load_params
 from hsixai.data.patches import Split
 from hsixai.models.inference import load_classifier, predict
 from hsixai.paths import Paths
-from hsixai import evaluate, train
 
 from ..conftest import TINY_TRAIN, tiny_params
 from ..helpers import merged, write_params
@@ -74,16 +74,19 @@ def test_same_params_give_identical_metrics(train_root, tmp_path, mlflow_uri):
     assert results[0] == results[2] and results[1] == results[3]
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"patch_size": 4}, "patch_size: expected an odd integer >= 3, found 4"),
-    ({"patch_size": -3}, "patch_size: expected an odd integer >= 3"),
-    ({"patch_size": 51}, "patch_size: expected at most the scene's smaller side (48 px), found 51"),
-    ({"model": "resnet"}, "model: expected one of cnn2d, vit, found 'resnet'"),
-    ({"model": "vitt"}, "did you mean 'vit'"),
-    ({"train": {"batch_size": 0}}, "train.batch_size: expected a positive integer, found 0"),
-    ({"train": {"epochs": -1}}, "train.epochs: expected a positive integer, found -1"),
-    ({"train": {"device": "tpu"}}, "train.device: expected one of auto, cpu, cuda"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"patch_size": 4}, "patch_size: expected an odd integer >= 3, found 4"),
+        ({"patch_size": -3}, "patch_size: expected an odd integer >= 3"),
+        ({"patch_size": 51}, "patch_size: expected at most the scene's smaller side (48 px), found 51"),
+        ({"model": "resnet"}, "model: expected one of cnn2d, vit, found 'resnet'"),
+        ({"model": "vitt"}, "did you mean 'vit'"),
+        ({"train": {"batch_size": 0}}, "train.batch_size: expected a positive integer, found 0"),
+        ({"train": {"epochs": -1}}, "train.epochs: expected a positive integer, found -1"),
+        ({"train": {"device": "tpu"}}, "train.device: expected one of auto, cpu, cuda"),
+    ],
+)
 def test_bad_training_params_fail_before_any_work(train_root, capsys, overrides, message):
     write_params(train_root, tiny_params(**merged({"patch_size": 5, "train": TINY_TRAIN}, overrides)))
     assert main(["--root", str(train_root), "--no-progress", "train"]) == 2
