@@ -56,6 +56,8 @@ TIE_RULE = (
 TEST_F1 = "f1_macro_test_leakfree"  # what the checks judge by (issue 12: leak-free test pixels only)
 TEST_F1_ALL = "f1_macro_test"  # every test pixel: shown next to it, and checked too, labelled as such
 # name in the report -> (metrics file stem, key in it); the F1s and scores are named as on the MLflow parent run
+# A point is done when its experiment succeeded and wrote these (its validation, test and consistency results).
+DONE_REQUIRES = ("f1_macro_val", TEST_F1_ALL, "consistency_jsdiv")
 SCALARS = {
     "f1_macro_val": tracking.HEADLINE_METRICS["f1_macro_val"],
     "f1_macro_val_std": ("train", "f1_macro_val_std"),
@@ -82,6 +84,7 @@ class Experiment:
     per_instance: dict = field(default_factory=dict)  # quantity -> [value per instance]
     leakage: dict = field(default_factory=dict)  # evaluate.json "leakage"
     complete: bool = True
+    state: str = "success"  # DVC's: success, queued, running or failed
 
 
 # --------------------------------------------------------------------------- reading the experiments
@@ -112,7 +115,10 @@ def experiments(paths: Paths, env: dict | None = None, include_incomplete: bool 
             files = {Path(f).stem: (v or {}).get("data") or {} for f, v in (data.get("metrics") or {}).items()}
             params = _flatten(((data.get("params") or {}).get(paths.params_name) or {}).get("data") or {})
             metrics = {name: files.get(stem, {}).get(key) for name, (stem, key) in SCALARS.items()}
-            complete = metrics[TEST_F1_ALL] is not None and metrics["consistency_jsdiv"] is not None
+            state = experiment_state(exp)
+            # A queued or running experiment shows the metrics files of the copy it runs in, which until its own
+            # stages write them are the baseline commit's: only a finished, successful experiment's are its own.
+            complete = state == "success" and all(metrics[name] is not None for name in DONE_REQUIRES)
             if complete or include_incomplete:
                 found.append(
                     Experiment(
@@ -122,9 +128,19 @@ def experiments(paths: Paths, env: dict | None = None, include_incomplete: bool 
                         params,
                         metrics,
                         complete=complete,
+                        state=state,
                     )
                 )
     return sorted(found, key=lambda e: e.timestamp)
+
+
+def experiment_state(exp: dict) -> str:
+    """An experiment's state in `dvc exp show --json`: success, queued, running or failed.
+
+    DVC gives the state of experiments its queue knows about; a finished experiment whose queue record is gone
+    (e.g. one run with `dvc exp run`, no queue) has none, and its commit exists: a success.
+    """
+    return str((exp.get("executor") or {}).get("state") or "success").lower()
 
 
 def has_experiment(exps: list[Experiment], wanted: dict) -> bool:

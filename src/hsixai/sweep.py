@@ -186,7 +186,8 @@ def run(
     env.setdefault("OMP_NUM_THREADS", threads)
     env.setdefault("MKL_NUM_THREADS", threads)
     everything = points(params, settings)
-    existing = select.experiments(paths, env)
+    existing = select.experiments(paths, env, include_incomplete=True)
+    _refuse_unfinished(existing)
     current = tracking.flat_params(params)
     expected = [{**current, "model": m, "patch_size": p, **extra} for m, p, extra in everything]
     todo = [
@@ -233,6 +234,22 @@ def run(
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
     return report
+
+
+def _refuse_unfinished(exps: list[select.Experiment]) -> None:
+    """Stop before queueing anything while experiments of this commit are still queued or running.
+
+    Their points are not done, and queueing them again would run them twice; an earlier sweep (or a user's
+    `dvc exp run --queue`) owns them.
+    """
+    busy = [e for e in exps if e.state in ("queued", "running")]
+    if busy:
+        names = ", ".join(f"{e.name} ({e.state})" for e in busy)
+        raise HsixaiError(
+            f"{len(busy)} experiment(s) of this commit are still queued or running: {names}; wait for them "
+            f"(`dvc queue status`) or cancel them (`dvc queue kill NAME`, `dvc queue remove --queued`), then run "
+            f"hsixai sweep again"
+        )
 
 
 def _wait(names: list[str], root: Path, env: dict[str, str], progress: bool) -> dict[str, str]:

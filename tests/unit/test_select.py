@@ -6,6 +6,7 @@ from hsixai.select import (
     Experiment,
     analyse_group,
     build_report,
+    experiment_state,
     markdown,
     order,
     paired_difference,
@@ -290,3 +291,17 @@ def test_a_key_missing_from_the_params_file_matches_its_code_default():
     done = Experiment(name="e", rev="r", timestamp="", params=recorded, metrics={})
     assert has_experiment([done], wanted)
     assert not has_experiment([done], {**wanted, "adapt.shadow_synthetic.shadow_fraction": 0.3})
+
+
+@pytest.mark.parametrize(
+    ("executor", "state"),
+    [
+        (None, "success"),
+        ({"state": "success"}, "success"),
+        ({"state": "running", "name": "dvc-task"}, "running"),
+        ({"state": "queued"}, "queued"),
+        ({"state": "failed"}, "failed"),
+    ],
+)
+def test_experiment_state_is_dvcs_and_a_commit_without_queue_record_succeeded(executor, state):
+    assert experiment_state({"revs": [{}], "executor": executor}) == state
