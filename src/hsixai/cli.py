@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         _stage_function(args.command)(params, paths, progress=not args.no_progress, **extra)
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)
     return 0
 
 

@@ -147,6 +147,11 @@ class Paths:
         return self.root / ".mlflow-server.log"
 
     @property
+    def sweep_record(self) -> Path:
+        """The running sweep's pid, its MLflow server's and its experiments (under DVC's git-ignored tmp)."""
+        return self.root / ".dvc" / "tmp" / "hsixai-sweep.json"
+
+    @property
     def bench_dir(self) -> Path:
         return self.root / "bench"
 

@@ -11,20 +11,26 @@ user's git config.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import product
 from pathlib import Path
 
+import psutil
+
 from . import select, tracking
 from .config import Params, Profile, load_profile
-from .errors import HsixaiError
+from .errors import HsixaiError, Interrupted
 from .paths import Paths
 
 log = logging.getLogger(__name__)
@@ -55,9 +61,15 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
-    """A local MLflow server over the project's SQLite backend; yields its URI (127.0.0.1 only)."""
+def mlflow_server(
+    paths: Paths, experiment: str, started: Callable[[int | None], None] = lambda pid: None
+) -> Iterator[str]:
+    """A local MLflow server over the project's SQLite backend; yields its URI (127.0.0.1 only).
+
+    `started` is told the server's pid once it answers (None when the user runs a server of their own).
+    """
     if os.environ.get("MLFLOW_TRACKING_URI"):
+        started(None)
         yield os.environ["MLFLOW_TRACKING_URI"]  # the user runs a server already
         return
     # Created here, not through the server, so its artifacts stay plain files under mlartifacts/
@@ -98,6 +110,7 @@ def mlflow_server(paths: Paths, experiment: str) -> Iterator[str]:
             if server.poll() is not None or time.time() > deadline:
                 raise HsixaiError(f"the MLflow server did not start (see {log_path})")
             time.sleep(0.5)
+        started(server.pid)
         yield uri
     finally:
         server.terminate()
@@ -186,6 +199,7 @@ def run(
     env.setdefault("OMP_NUM_THREADS", threads)
     env.setdefault("MKL_NUM_THREADS", threads)
     everything = points(params, settings)
+    _stop_leftovers(paths, root, env)
     existing = select.experiments(paths, env, include_incomplete=True)
     _refuse_unfinished(existing)
     current = tracking.flat_params(params)
@@ -203,22 +217,7 @@ def run(
     failed: dict[str, str] = {}
     queued: dict[str, dict] = {}  # experiment name -> its point's params
     if todo:
-        with mlflow_server(paths, swept.tracking.experiment) as uri:
-            env["MLFLOW_TRACKING_URI"] = uri
-            names = []
-            for model, patch, extra in todo:
-                name = f"{model}-p{patch}-{int(time.time()) % 100000}"
-                settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
-                _dvc(
-                    ["exp", "run", "--queue", "--name", name, *(a for s in settings for a in ("-S", s)), *POINT_STAGES],
-                    root,
-                    env,
-                )
-                names.append(name)
-                queued[name] = {**current, "model": model, "patch_size": patch, **extra}
-            _dvc(["queue", "start", "-j", str(jobs)], root, env)
-            failed = _wait(names, root, env, progress)
-            _dvc(["queue", "stop", "--kill"], root, env, check=False)
+        failed = _run_queue(todo, paths, swept, current, env, jobs, progress, queued)
     for name, logs in failed.items():
         print(f"sweep: experiment {name} FAILED; the end of its log:\n{logs}", file=sys.stderr)
     if failed:  # said before the selection is written, which marks these points missing
@@ -234,6 +233,198 @@ def run(
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
     return report
+
+
+class _SweepRecord:
+    """What a running sweep owns, in a file: its pid, its MLflow server's and its queued experiments.
+
+    Written while the sweep runs and removed when it ends, after its workers and server; a file left behind
+    means a sweep was killed (SIGKILL, a lost machine) and names what the next one must stop.
+    """
+
+    def __init__(self, path: Path, names: list[str]):
+        self.path, self.names, self.server_pid = path, names, None
+
+    def server_started(self, pid: int | None) -> None:
+        self.server_pid = pid
+        self.write()
+
+    def write(self) -> None:
+        content = {"pid": os.getpid(), "server_pid": self.server_pid, "experiments": self.names}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        staged = self.path.with_suffix(".tmp")
+        staged.write_text(json.dumps(content))
+        staged.replace(self.path)
+
+    def __enter__(self) -> _SweepRecord:
+        self.write()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _run_queue(
+    todo: list[tuple[str, int, dict]],
+    paths: Paths,
+    swept: Params,
+    current: dict,
+    env: dict[str, str],
+    jobs: int,
+    progress: bool,
+    queued: dict[str, dict],
+) -> dict[str, str]:
+    """Queue the points, run them on `jobs` workers through a local MLflow server; the failed ones with logs.
+
+    SIGINT and SIGTERM cancel this sweep's experiments, then stop the workers, then the server (workers log
+    through it), and raise Interrupted; `queued` gets each queued experiment's params.
+    """
+    root = paths.root
+    names: list[str] = []
+    record = _SweepRecord(paths.sweep_record, names)
+    try:
+        with _signals_stop_the_sweep(), record:
+            with mlflow_server(paths, swept.tracking.experiment, record.server_started) as uri:
+                env["MLFLOW_TRACKING_URI"] = uri
+                try:
+                    for model, patch, extra in todo:
+                        name = f"{model}-p{patch}-{int(time.time()) % 100000}"
+                        settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
+                        args = [a for s in settings for a in ("-S", s)]
+                        _dvc(["exp", "run", "--queue", "--name", name, *args, *POINT_STAGES], root, env)
+                        names.append(name)
+                        record.write()
+                        queued[name] = {**current, "model": model, "patch_size": patch, **extra}
+                    _start_workers(jobs, root, env)
+                    return _wait(names, root, env, progress)
+                except _Stop as stop:
+                    _ignore_signals()  # a second Ctrl-C must not cut the cleanup short and leave orphans
+                    running, waiting, done = _cancel(names, root, env)
+                    raise Interrupted(
+                        f"interrupted by {signal.Signals(stop.signum).name}: cancelled {running} running and "
+                        f"{waiting} queued experiment(s), stopped the queue workers and the MLflow server; {done} "
+                        f"finished point(s) are kept. Run `hsixai sweep` again to run the rest",
+                        stop.signum,
+                    ) from None
+                finally:
+                    _ignore_signals()
+                    _stop_workers(root, env)  # before the server stops: workers still log through it
+    except _Stop as stop:  # while the server was starting: nothing was queued
+        raise Interrupted(
+            f"interrupted by {signal.Signals(stop.signum).name} before any experiment was queued", stop.signum
+        ) from None
+
+
+def _stop_leftovers(paths: Paths, root: Path, env: dict[str, str]) -> None:
+    """Refuse while another sweep runs here; stop what a killed one left (server, workers, its experiments)."""
+    if not paths.sweep_record.is_file():
+        return
+    record = json.loads(paths.sweep_record.read_text())
+    if _is_sweep(record.get("pid")):
+        raise HsixaiError(
+            f"another hsixai sweep (pid {record['pid']}) is running in {root}; wait for it or stop it "
+            f"(Ctrl-C in its terminal, or kill {record['pid']}), then run hsixai sweep again"
+        )
+    running, waiting, _ = _cancel(record.get("experiments") or [], root, env)
+    _stop_workers(root, env)
+    server = _terminate_tree(record.get("server_pid"))
+    paths.sweep_record.unlink(missing_ok=True)
+    print(
+        f"sweep: an earlier sweep (pid {record.get('pid')}) was killed; stopped what it left: {running} running "
+        f"and {waiting} queued experiment(s), its queue workers{', its MLflow server' if server else ''}",
+        flush=True,
+    )
+
+
+def _is_sweep(pid: int | None) -> bool:
+    """Whether `pid` is a live `hsixai ... sweep` process (not a recycled pid of something else)."""
+    try:
+        return bool(pid) and "sweep" in psutil.Process(pid).cmdline()
+    except psutil.Error:
+        return False
+
+
+def _terminate_tree(pid: int | None, timeout_s: float = 20) -> bool:
+    """Terminate an orphaned MLflow server and its children (uvicorn); whether there was one to stop."""
+    try:
+        server = psutil.Process(pid) if pid else None
+        if server is None or "server" not in server.cmdline():
+            return False
+        family = [server, *server.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in family:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, alive = psutil.wait_procs(family, timeout=timeout_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    return True
+
+
+class _Stop(BaseException):
+    """SIGINT or SIGTERM while the queue runs (a BaseException, like KeyboardInterrupt: nothing may swallow it)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_stop_the_sweep() -> Iterator[None]:
+    """SIGINT and SIGTERM raise _Stop in the sweep's main thread, to cancel the queue deliberately."""
+
+    def stop(signum: int, frame) -> None:
+        raise _Stop(signum)
+
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _ignore_signals() -> None:
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, signal.SIG_IGN)
+
+
+def _start_workers(jobs: int, root: Path, env: dict[str, str]) -> None:
+    """`dvc queue start`: its workers are daemons that inherit its output, so that goes to a file, not a pipe
+    (a pipe stays open as long as the workers run, and reading it would wait for the whole queue)."""
+    with tempfile.TemporaryFile("w+") as out:
+        proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=root, env=env, stdout=out, stderr=out)
+        if proc.returncode != 0:
+            out.seek(0)
+            raise HsixaiError(f"dvc queue start failed: {out.read().strip()[-2000:]}")
+
+
+def _active_workers(root: Path, env: dict[str, str]) -> int:
+    status = _dvc(["queue", "status"], root, env, check=False).stdout
+    match = re.search(r"Worker status: (\d+) active, (\d+) idle", status)
+    return int(match.group(1)) + int(match.group(2)) if match else 0
+
+
+def _stop_workers(root: Path, env: dict[str, str], timeout_s: float = 120) -> None:
+    """Kill what still runs, shut the queue workers down and wait until none is left."""
+    _dvc(["queue", "stop", "--kill"], root, env, check=False)
+    deadline = time.time() + timeout_s
+    while _active_workers(root, env) and time.time() < deadline:
+        time.sleep(1)
+
+
+def _cancel(names: list[str], root: Path, env: dict[str, str]) -> tuple[int, int, int]:
+    """Remove the queued and kill the running experiments of `names`: (running, queued, finished) counts."""
+    states = _queue_states(names, root, env) if names else {}
+    queued = [n for n in names if states.get(n) == "Queued"]
+    running = [n for n in names if states.get(n) == "Running"]
+    if queued:
+        _dvc(["queue", "remove", *queued], root, env, check=False)
+    if running:
+        _dvc(["queue", "kill", "--force", *running], root, env, check=False)
+    return len(running), len(queued), sum(states.get(n) == "Success" for n in names)
 
 
 def _refuse_unfinished(exps: list[select.Experiment]) -> None:
