@@ -99,6 +99,7 @@ def mlflow_server(
         server = subprocess.Popen(cmd, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True, env=env)
     uri = f"http://127.0.0.1:{port}"
     try:
+        started(server.pid)  # recorded before it answers: a sweep killed while it starts must not orphan it
         deadline = time.time() + 120
         while True:
             try:
@@ -110,14 +111,10 @@ def mlflow_server(
             if server.poll() is not None or time.time() > deadline:
                 raise HsixaiError(f"the MLflow server did not start (see {log_path})")
             time.sleep(0.5)
-        started(server.pid)
         yield uri
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        _terminate_tree(server.pid)  # its own session: the server and its uvicorn child
+        server.wait()
 
 
 def _dvc(args: list[str], root: Path, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
@@ -250,7 +247,13 @@ class _SweepRecord:
         self.write()
 
     def write(self) -> None:
-        content = {"pid": os.getpid(), "server_pid": self.server_pid, "experiments": self.names}
+        content = {
+            "pid": os.getpid(),
+            "pid_started": _started_at(os.getpid()),  # with the pid, what tells this sweep from a recycled pid
+            "server_pid": self.server_pid,
+            "server_started": _started_at(self.server_pid),
+            "experiments": self.names,
+        }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.path.with_suffix(".tmp")
         staged.write_text(json.dumps(content))
@@ -291,14 +294,13 @@ def _run_queue(
                         name = f"{model}-p{patch}-{int(time.time()) % 100000}"
                         settings = [f"model={model}", f"patch_size={patch}", *(f"{k}={v}" for k, v in extra.items())]
                         args = [a for s in settings for a in ("-S", s)]
-                        _dvc(["exp", "run", "--queue", "--name", name, *args, *POINT_STAGES], root, env)
-                        names.append(name)
+                        names.append(name)  # recorded first: a sweep killed while queueing it must cancel it
                         record.write()
+                        _dvc(["exp", "run", "--queue", "--name", name, *args, *POINT_STAGES], root, env)
                         queued[name] = {**current, "model": model, "patch_size": patch, **extra}
                     _start_workers(jobs, root, env)
                     return _wait(names, root, env, progress)
                 except _Stop as stop:
-                    _ignore_signals()  # a second Ctrl-C must not cut the cleanup short and leave orphans
                     running, waiting, done = _cancel(names, root, env)
                     raise Interrupted(
                         f"interrupted by {signal.Signals(stop.signum).name}: cancelled {running} running and "
@@ -306,10 +308,14 @@ def _run_queue(
                         f"finished point(s) are kept. Run `hsixai sweep` again to run the rest",
                         stop.signum,
                     ) from None
+                except BaseException:  # a failed dvc call: no experiment of this sweep may run on without it
+                    _ignore_signals()
+                    _cancel(names, root, env)
+                    raise
                 finally:
                     _ignore_signals()
                     _stop_workers(root, env)  # before the server stops: workers still log through it
-    except _Stop as stop:  # while the server was starting: nothing was queued
+    except _Stop as stop:  # while the server was starting, before anything was queued
         raise Interrupted(
             f"interrupted by {signal.Signals(stop.signum).name} before any experiment was queued", stop.signum
         ) from None
@@ -319,15 +325,18 @@ def _stop_leftovers(paths: Paths, root: Path, env: dict[str, str]) -> None:
     """Refuse while another sweep runs here; stop what a killed one left (server, workers, its experiments)."""
     if not paths.sweep_record.is_file():
         return
-    record = json.loads(paths.sweep_record.read_text())
-    if _is_sweep(record.get("pid")):
+    try:
+        record = json.loads(paths.sweep_record.read_text())
+    except ValueError:  # cut short while written: it names nothing to stop, but the workers may still run
+        record = {}
+    if _is_sweep(record.get("pid"), record.get("pid_started")):
         raise HsixaiError(
             f"another hsixai sweep (pid {record['pid']}) is running in {root}; wait for it or stop it "
             f"(Ctrl-C in its terminal, or kill {record['pid']}), then run hsixai sweep again"
         )
     running, waiting, _ = _cancel(record.get("experiments") or [], root, env)
     _stop_workers(root, env)
-    server = _terminate_tree(record.get("server_pid"))
+    server = _terminate_tree(record.get("server_pid"), started=record.get("server_started") or -1.0)
     paths.sweep_record.unlink(missing_ok=True)
     print(
         f"sweep: an earlier sweep (pid {record.get('pid')}) was killed; stopped what it left: {running} running "
@@ -336,16 +345,33 @@ def _stop_leftovers(paths: Paths, root: Path, env: dict[str, str]) -> None:
     )
 
 
-def _is_sweep(pid: int | None) -> bool:
-    """Whether `pid` is a live `hsixai ... sweep` process (not a recycled pid of something else)."""
+def _started_at(pid: int | None) -> float | None:
     try:
-        return bool(pid) and "sweep" in psutil.Process(pid).cmdline()
+        return psutil.Process(pid).create_time() if pid else None
+    except psutil.Error:
+        return None
+
+
+def _alive(pid: int | None, started: float | None) -> bool:
+    """Whether the process recorded as (pid, start time) still runs: a recycled pid has another start time."""
+    return pid is not None and started is not None and _started_at(pid) == started
+
+
+def _is_sweep(pid: int | None, started: float | None) -> bool:
+    """Whether the recorded `hsixai ... sweep` process still runs."""
+    try:
+        return _alive(pid, started) and "sweep" in psutil.Process(pid).cmdline()
     except psutil.Error:
         return False
 
 
-def _terminate_tree(pid: int | None, timeout_s: float = 20) -> bool:
-    """Terminate an orphaned MLflow server and its children (uvicorn); whether there was one to stop."""
+def _terminate_tree(pid: int | None, timeout_s: float = 20, started: float | None = None) -> bool:
+    """Terminate an MLflow server and its children (uvicorn); whether there was one to stop.
+
+    With `started` (a recorded start time), only the process that started then: never a recycled pid.
+    """
+    if started is not None and not _alive(pid, started):
+        return False
     try:
         server = psutil.Process(pid) if pid else None
         if server is None or "server" not in server.cmdline():
@@ -353,6 +379,10 @@ def _terminate_tree(pid: int | None, timeout_s: float = 20) -> bool:
         family = [server, *server.children(recursive=True)]
     except psutil.Error:
         return False
+    return _terminate(family, timeout_s)
+
+
+def _terminate(family: list[psutil.Process], timeout_s: float) -> bool:
     for proc in family:
         with contextlib.suppress(psutil.Error):
             proc.terminate()
@@ -360,7 +390,26 @@ def _terminate_tree(pid: int | None, timeout_s: float = 20) -> bool:
     for proc in alive:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    return True
+    psutil.wait_procs(alive, timeout=timeout_s)
+    return bool(family)
+
+
+def _queue_processes(root: Path) -> list[psutil.Process]:
+    """The repository's DVC queue processes: workers (started from the repo root) and experiment runs with the
+    stage commands under them (in temporary copies under .dvc/tmp/exps)."""
+    exps = str(root / ".dvc" / "tmp" / "exps")
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        try:
+            cmdline, cwd = " ".join(proc.info["cmdline"] or []), proc.info["cwd"] or ""
+        except psutil.Error:
+            continue
+        if proc.info["pid"] == os.getpid():
+            continue
+        worker = cwd == str(root) and any(w in cmdline for w in ("queue-worker", "exec-run", "queue start"))
+        if worker or cwd.startswith(exps):
+            found.append(proc)
+    return found
 
 
 class _Stop(BaseException):
@@ -376,6 +425,7 @@ def _signals_stop_the_sweep() -> Iterator[None]:
     """SIGINT and SIGTERM raise _Stop in the sweep's main thread, to cancel the queue deliberately."""
 
     def stop(signum: int, frame) -> None:
+        _ignore_signals()  # a second Ctrl-C must not cut the cleanup short and leave orphans
         raise _Stop(signum)
 
     previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -413,6 +463,9 @@ def _stop_workers(root: Path, env: dict[str, str], timeout_s: float = 120) -> No
     deadline = time.time() + timeout_s
     while _active_workers(root, env) and time.time() < deadline:
         time.sleep(1)
+    # DVC's kill ends an experiment's exec-run process, not the stage command under it, and a worker still
+    # starting can miss the shutdown: whatever of the queue is left gets terminated, then killed.
+    _terminate(_queue_processes(root), timeout_s=20)
 
 
 def _cancel(names: list[str], root: Path, env: dict[str, str]) -> tuple[int, int, int]:

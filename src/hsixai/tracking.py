@@ -281,6 +281,10 @@ def _parent_run(
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and tags.`hsixai.role` = 'experiment'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:
+        # A point's stages killed between creating its parent and finishing it (a cancelled sweep) leave the parent
+        # RUNNING; the point's next run reuses it, and finishes it.
+        if found[0].info.status != "FINISHED":
+            client.set_terminated(found[0].info.run_id, "FINISHED")
         return found[0].info.run_id
     parent = client.create_run(experiment_id, run_name=name, tags={**tags, "hsixai.role": "experiment"})
     StageRun(client, parent.info.run_id, parent.info.run_id, paths).log_params(flat)

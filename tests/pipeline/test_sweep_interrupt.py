@@ -1,7 +1,9 @@
 """SIGINT and SIGTERM to a running `hsixai sweep` cancel its experiments and leave no process of it behind."""
 
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -53,7 +55,21 @@ def two_point_sweep(repo, env) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,  # its own process group, as in a terminal: Ctrl-C reaches the group
     )
+
+
+def stop_everything(repo, sweep: subprocess.Popen) -> None:
+    """After a failed assertion: kill the sweep and whatever of it is left, so no test leaves processes behind."""
+    if sweep.poll() is None:
+        sweep.kill()
+        sweep.wait()
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if proc.info["pid"] != os.getpid() and (
+                (proc.info["cwd"] or "").startswith(str(repo)) or str(repo) in " ".join(proc.info["cmdline"] or [])
+            ):
+                proc.kill()
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -66,20 +82,28 @@ def test_a_signal_cancels_the_sweep_and_leaves_nothing_running(built_copy, signu
         wait_until_running(repo, sweep)
         second = run(["hsixai", "--no-progress", "sweep"], repo, check=False)
         assert second.returncode == 2 and f"another hsixai sweep (pid {sweep.pid}) is running" in second.stderr
-        sweep.send_signal(signum)
+        if signum == signal.SIGINT:
+            os.killpg(sweep.pid, signum)  # Ctrl-C in a terminal: the sweep and the dvc calls it is making
+        else:
+            sweep.send_signal(signum)  # a scheduler's SIGTERM, to the sweep alone
         out, err = sweep.communicate(timeout=300)
+        leftovers = processes_of(repo)
     finally:
-        if sweep.poll() is None:
-            sweep.kill()
+        stop_everything(repo, sweep)
     assert sweep.returncode == 128 + signum, out + err
     assert "Traceback" not in err
     (message,) = [line for line in err.splitlines() if "error:" in line]
-    assert f"interrupted by {signal.Signals(signum).name}: cancelled 1 running and 1 queued" in message
+    # how many had started when the signal came depends on timing; that something was cancelled does not
+    counts = re.search(
+        rf"interrupted by {signal.Signals(signum).name}: cancelled (\d) running and (\d) queued", message
+    )
+    assert counts and int(counts[1]) + int(counts[2]) >= 1, message
     assert "Run `hsixai sweep` again" in message
 
-    assert processes_of(repo) == []  # no server, no queue worker, no experiment still running
+    assert leftovers == []  # no server, no queue worker, no experiment or stage command still running
     states = {e.name: e.state for e in select.experiments(Paths.at(repo), env, include_incomplete=True)}
     assert "queued" not in states.values() and "running" not in states.values(), states
+    assert not (repo / "reports").exists()  # no selection was built on unfinished points
 
 
 def test_the_next_sweep_stops_what_a_killed_one_left_and_runs_what_had_not_succeeded(built_copy):
@@ -93,16 +117,14 @@ def test_the_next_sweep_stops_what_a_killed_one_left_and_runs_what_had_not_succe
         assert processes_of(repo), "a killed sweep leaves its server and workers (what the next sweep must stop)"
 
         again = run(["hsixai", "--no-progress", "sweep"], repo, check=False)
+        leftovers = processes_of(repo)
     finally:
-        if sweep.poll() is None:
-            sweep.kill()
+        stop_everything(repo, sweep)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert (
-        f"an earlier sweep (pid {sweep.pid}) was killed; stopped what it left: 1 running and 1 queued" in again.stdout
-    )
+    assert f"an earlier sweep (pid {sweep.pid}) was killed; stopped what it left:" in again.stdout
     assert "its MLflow server" in again.stdout
-    assert "2 points, 0 already done, 2 to run" in again.stdout
-    assert processes_of(repo) == []
+    assert "2 points, 0 already done, 2 to run" in again.stdout  # neither point had succeeded
+    assert leftovers == []
 
     report = json.loads((repo / "reports/selection.json").read_text())
     assert [r["patch_size"] for r in report["groups"]["all"]["rows"]] == [3, 7] and report["missing"] == []
@@ -113,5 +135,6 @@ def test_the_next_sweep_stops_what_a_killed_one_left_and_runs_what_had_not_succe
     finished = client.search_runs(
         [experiment.experiment_id], "tags.`hsixai.role` = 'experiment' and attributes.status = 'FINISHED'"
     )
-    # the built point (patch 5, from the fixture's repro) and one per point of the sweep
-    assert sorted(int(r.data.params["patch_size"]) for r in finished) == [3, 5, 7]
+    # the built point (patch 5, from the fixture's repro) and each point of the sweep: the killed one's parent
+    # (created when its first stage started) is reused and finished by its re-run
+    assert {int(r.data.params["patch_size"]) for r in finished} == {3, 5, 7}

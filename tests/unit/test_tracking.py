@@ -110,6 +110,16 @@ def test_metrics_land_where_asked_and_curves_by_step(tmp_path, mlflow_uri):
         for m in sorted(client.get_metric_history(child.info.run_id, "pair.arm.seed0.loss_t"), key=lambda m: m.step)
     ] == [0.5, 0.25]
 
+    # A parent left RUNNING (its point's stages killed before it was finished) is reused and finished by the next run.
+    client.update_run(parent.info.run_id, status="RUNNING")
+    with tracking.stage_run("stage2", params, paths):
+        pass
+    (second,) = client.search_runs(
+        [tracking.ensure_experiment(paths, params.tracking.experiment)], "tags.`hsixai.stage` = 'stage2'"
+    )
+    assert second.data.tags[tracking.PARENT_RUN_ID] == parent.info.run_id
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+
 
 def test_headline_metrics_name_each_stage_file_once(tmp_path):
     evaluate = {
