@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 from .config import load_params
@@ -159,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     except HsixaiError as exc:
         print(f"hsixai {args.command}: error: {exc}", file=sys.stderr)
         return getattr(exc, "exit_code", 2)
+    except KeyboardInterrupt:  # Ctrl-C where no handler of our own runs: outputs are staged, so none was written
+        print(f"hsixai {args.command}: interrupted by SIGINT before it finished; it wrote no output", file=sys.stderr)
+        return 128 + signal.SIGINT
     return 0
 
 

@@ -25,6 +25,7 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from itertools import product
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -239,8 +240,9 @@ class _SweepRecord:
     means a sweep was killed (SIGKILL, a lost machine) and names what the next one must stop.
     """
 
-    def __init__(self, path: Path, names: list[str]):
+    def __init__(self, path: Path, names: list[str], tracking_experiment: str):
         self.path, self.names, self.server_pid = path, names, None
+        self.tracking_experiment = tracking_experiment
 
     def server_started(self, pid: int | None) -> None:
         self.server_pid = pid
@@ -253,6 +255,7 @@ class _SweepRecord:
             "server_pid": self.server_pid,
             "server_started": _started_at(self.server_pid),
             "experiments": self.names,
+            "tracking_experiment": self.tracking_experiment,  # the MLflow experiment of their runs
         }
         self.path.parent.mkdir(parents=True, exist_ok=True)
         staged = self.path.with_suffix(".tmp")
@@ -284,9 +287,10 @@ def _run_queue(
     """
     root = paths.root
     names: list[str] = []
-    record = _SweepRecord(paths.sweep_record, names)
+    cancelled: list[str] = []  # the experiments this sweep cancelled: their MLflow runs are marked KILLED
+    record = _SweepRecord(paths.sweep_record, names, swept.tracking.experiment)
     try:
-        with _signals_stop_the_sweep(), record:
+        with _signals_stop_the_sweep(), record, _marked_killed(paths, swept.tracking.experiment, cancelled):
             with mlflow_server(paths, swept.tracking.experiment, record.server_started) as uri:
                 env["MLFLOW_TRACKING_URI"] = uri
                 try:
@@ -301,16 +305,19 @@ def _run_queue(
                     _start_workers(jobs, root, env)
                     return _wait(names, root, env, progress)
                 except _Stop as stop:
-                    running, waiting, done = _cancel(names, root, env)
+                    stopped = _cancel(names, root, env)
+                    cancelled += stopped.running + stopped.queued
                     raise Interrupted(
-                        f"interrupted by {signal.Signals(stop.signum).name}: cancelled {running} running and "
-                        f"{waiting} queued experiment(s), stopped the queue workers and the MLflow server; {done} "
+                        f"interrupted by {signal.Signals(stop.signum).name}: cancelled {len(stopped.running)} running "
+                        f"and {len(stopped.queued)} queued experiment(s), stopped the queue workers and the MLflow "
+                        f"server; {stopped.finished} "
                         f"finished point(s) are kept. Run `hsixai sweep` again to run the rest",
                         stop.signum,
                     ) from None
                 except BaseException:  # a failed dvc call: no experiment of this sweep may run on without it
                     _ignore_signals()
-                    _cancel(names, root, env)
+                    stopped = _cancel(names, root, env)
+                    cancelled += stopped.running + stopped.queued
                     raise
                 finally:
                     _ignore_signals()
@@ -334,13 +341,17 @@ def _stop_leftovers(paths: Paths, root: Path, env: dict[str, str]) -> None:
             f"another hsixai sweep (pid {record['pid']}) is running in {root}; wait for it or stop it "
             f"(Ctrl-C in its terminal, or kill {record['pid']}), then run hsixai sweep again"
         )
-    running, waiting, _ = _cancel(record.get("experiments") or [], root, env)
+    stopped = _cancel(record.get("experiments") or [], root, env)
     _stop_workers(root, env)
     server = _terminate_tree(record.get("server_pid"), started=record.get("server_started") or -1.0)
+    # Every experiment the killed sweep had not finished: those it was running died with their workers.
+    unfinished = [n for n in record.get("experiments") or [] if n not in stopped.succeeded]
+    _mark_runs_killed(paths, record.get("tracking_experiment"), unfinished)
     paths.sweep_record.unlink(missing_ok=True)
     print(
-        f"sweep: an earlier sweep (pid {record.get('pid')}) was killed; stopped what it left: {running} running "
-        f"and {waiting} queued experiment(s), its queue workers{', its MLflow server' if server else ''}",
+        f"sweep: an earlier sweep (pid {record.get('pid')}) was killed; stopped what it left: "
+        f"{len(stopped.running)} running and {len(stopped.queued)} queued experiment(s), its queue "
+        f"workers{', its MLflow server' if server else ''}",
         flush=True,
     )
 
@@ -468,8 +479,18 @@ def _stop_workers(root: Path, env: dict[str, str], timeout_s: float = 120) -> No
     _terminate(_queue_processes(root), timeout_s=20)
 
 
-def _cancel(names: list[str], root: Path, env: dict[str, str]) -> tuple[int, int, int]:
-    """Remove the queued and kill the running experiments of `names`: (running, queued, finished) counts."""
+class _Cancelled(NamedTuple):
+    running: list[str]  # killed
+    queued: list[str]  # removed from the queue
+    succeeded: list[str]  # had finished successfully: kept
+
+    @property
+    def finished(self) -> int:
+        return len(self.succeeded)
+
+
+def _cancel(names: list[str], root: Path, env: dict[str, str]) -> _Cancelled:
+    """Remove the queued and kill the running experiments of `names`."""
     states = _queue_states(names, root, env) if names else {}
     queued = [n for n in names if states.get(n) == "Queued"]
     running = [n for n in names if states.get(n) == "Running"]
@@ -477,7 +498,26 @@ def _cancel(names: list[str], root: Path, env: dict[str, str]) -> tuple[int, int
         _dvc(["queue", "remove", *queued], root, env, check=False)
     if running:
         _dvc(["queue", "kill", "--force", *running], root, env, check=False)
-    return len(running), len(queued), sum(states.get(n) == "Success" for n in names)
+    return _Cancelled(running, queued, [n for n in names if states.get(n) == "Success"])
+
+
+@contextlib.contextmanager
+def _marked_killed(paths: Paths, experiment: str, names: list[str]) -> Iterator[None]:
+    """On the way out (after the workers and the server have stopped), mark the runs of the experiments in `names`
+    (filled while inside) KILLED."""
+    try:
+        yield
+    finally:
+        _mark_runs_killed(paths, experiment, names)
+
+
+def _mark_runs_killed(paths: Paths, experiment: str | None, names: list[str]) -> None:
+    if not names or not experiment:
+        return
+    try:
+        tracking.mark_killed(paths, experiment, names)
+    except Exception as exc:  # the runs stay RUNNING, which is untidy but must not hide why the sweep stopped
+        log.warning("could not mark the cancelled experiments' MLflow runs KILLED: %s", exc)
 
 
 def _refuse_unfinished(exps: list[select.Experiment]) -> None:

@@ -290,3 +290,29 @@ def _parent_run(
     StageRun(client, parent.info.run_id, parent.info.run_id, paths).log_params(flat)
     client.set_terminated(parent.info.run_id, "FINISHED")
     return parent.info.run_id
+
+
+def mark_killed(paths: Paths, experiment: str, names: list[str]) -> int:
+    """Mark the runs of the DVC experiments `names`, cancelled or killed mid-run, as KILLED; how many were marked.
+
+    Their processes are gone, so their stage runs would stay RUNNING forever and their parent runs would look like
+    complete points. Each parent becomes KILLED, and each stage run that had not finished too; stage runs that
+    finished keep FINISHED (what they logged is real). Call it only once no process of those experiments runs.
+    """
+    if not names:
+        return 0
+    mlflow_client = client(paths)
+    found = mlflow_client.get_experiment_by_name(experiment)
+    if found is None:
+        return 0
+    killed = [
+        run
+        for name in names  # MLflow's search has no IN for tags
+        for run in mlflow_client.search_runs(
+            [found.experiment_id], f"tags.`hsixai.experiment` = '{name}'", max_results=5000
+        )
+        if run.data.tags.get("hsixai.role") == "experiment" or run.info.status not in ("FINISHED", "FAILED")
+    ]
+    for run in killed:
+        mlflow_client.set_terminated(run.info.run_id, "KILLED")
+    return len(killed)

@@ -10,9 +10,11 @@ from .conftest import run
 pytestmark = pytest.mark.pipeline
 
 
-def test_experiments_reach_dvc_and_mlflow(dvc_repo):
+def test_experiments_reach_dvc_and_mlflow(built_copy):
+    """Two points beside the built one (cnn2d, 5): they reuse its synthesize, prepare and split outputs."""
+    dvc_repo = built_copy
     # The point's final stage, as `hsixai sweep` queues it: a point never runs the adapt stages.
-    run(["dvc", "exp", "run", "-S", "patch_size=5", "consistency"], dvc_repo)
+    run(["dvc", "exp", "run", "-S", "patch_size=3", "consistency"], dvc_repo)
     # --temp runs in a temporary copy under .dvc/tmp/exps, as queued experiments do: runs must still
     # reach the repository's own mlflow.db.
     run(["dvc", "exp", "run", "--temp", "-S", "model=vit", "-S", "patch_size=7", "consistency"], dvc_repo)
@@ -20,7 +22,7 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     table = run(["dvc", "exp", "show", "--csv"], dvc_repo).stdout
     rows = [r for r in csv.DictReader(io.StringIO(table)) if r["Experiment"]]
     points = {(r["model"], r["patch_size"]) for r in rows}
-    assert {("cnn2d", "5"), ("vit", "7")} <= points
+    assert {("cnn2d", "3"), ("vit", "7")} <= points
     for r in rows:
         assert 0 < float(r["f1_macro_val"]) <= 1 and 0 < float(r["f1_macro"]) <= 1
         assert 0 <= float(r["consistency_jsdiv"]) <= 1
@@ -37,9 +39,12 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
     client = MlflowClient(f"sqlite:///{db}")
     experiment = client.get_experiment_by_name("hsixai")
     parents = client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'experiment'")
-    by_point = {(p.data.params["model"], p.data.params["patch_size"]): p for p in parents}
-    assert set(by_point) == {("cnn2d", "5"), ("vit", "7")}
     exp_names = {r["Experiment"] for r in rows}
+    # the built point's parent, from the fixture's plain `dvc repro`, is named after its point, not an experiment
+    by_point = {
+        (p.data.params["model"], p.data.params["patch_size"]): p for p in parents if p.info.run_name != "cnn2d-p5"
+    }
+    assert set(by_point) == {("cnn2d", "3"), ("vit", "7")}
     for parent in by_point.values():
         assert {
             "f1_macro_val",
@@ -58,4 +63,4 @@ def test_experiments_reach_dvc_and_mlflow(dvc_repo):
         assert all(len(c.data.tags["hsixai.commit"]) == 40 for c in children)
         # every stage says how long it took (where a sweep's time goes)
         assert all(c.data.metrics["stage_seconds"] > 0 for c in children)
-    assert "consistency_instances" in by_point[("cnn2d", "5")].data.metrics
+    assert "consistency_instances" in by_point[("cnn2d", "3")].data.metrics

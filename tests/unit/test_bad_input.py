@@ -1371,3 +1371,21 @@ def test_catalogue_covers_every_kind():
     assert len(CATALOGUE) >= 15
     missing = [name for names in CATALOGUE.values() for name in names if not callable(globals().get(name))]
     assert missing == []
+
+
+# --------------------------------------------------------------------------- Ctrl-C
+def test_ctrl_c_mid_stage_is_one_line_and_leaves_the_outputs(scene, capsys, monkeypatch):
+    """Ctrl-C while prepare writes its cube: exit 130, one line, no traceback, the previous outputs untouched."""
+    import hsixai.data.prepare as prepare
+
+    def interrupted(bands, **kwargs):
+        for i, band in enumerate(bands):
+            if i == 3:
+                raise KeyboardInterrupt  # what Python raises on SIGINT, here in the middle of the band loop
+            yield band
+
+    monkeypatch.setattr(prepare, "tqdm", interrupted)
+    rc, out, err = scene.run("prepare", capsys)
+    assert rc == 130 and "Traceback" not in err + out
+    assert err.strip().splitlines() == ["hsixai prepare: interrupted by SIGINT before it finished; it wrote no output"]
+    scene.assert_outputs_intact()

@@ -150,3 +150,31 @@ def test_the_sweep_server_start_names_mlflow_only_to_start_it():
     """The allowed exception is where the test says: the sweep module's mlflow_server function."""
     tree = ast.parse((PACKAGE / SERVER_START[0]).read_text())
     assert SERVER_START[1] in {n.name for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)}
+
+
+def test_a_cancelled_experiments_runs_are_marked_killed_and_no_other(tmp_path, mlflow_uri, monkeypatch):
+    params, paths = params_from_dict({}), Paths.at(tmp_path)
+    monkeypatch.setenv("DVC_EXP_NAME", "cancelled-exp")
+    with tracking.stage_run("train", params, paths):
+        pass  # finished before the cancel: stays FINISHED
+    killed_mid_stage = tracking.stage_run("evaluate", params, paths)
+    killed_mid_stage.__enter__()  # its process killed mid-stage: left RUNNING (kept referenced, never exited)
+    monkeypatch.setenv("DVC_EXP_NAME", "finished-exp")
+    with tracking.stage_run("train", params, paths):
+        pass
+
+    assert tracking.mark_killed(paths, params.tracking.experiment, ["cancelled-exp", "never-started"]) == 2
+    client = tracking.client(paths)
+    exp_id = tracking.ensure_experiment(paths, params.tracking.experiment)
+    status = {
+        (r.data.tags["hsixai.experiment"], r.data.tags.get("hsixai.stage", "parent")): r.info.status
+        for r in client.search_runs([exp_id])
+    }
+    assert status == {
+        ("cancelled-exp", "parent"): "KILLED",
+        ("cancelled-exp", "train"): "FINISHED",
+        ("cancelled-exp", "evaluate"): "KILLED",
+        ("finished-exp", "parent"): "FINISHED",
+        ("finished-exp", "train"): "FINISHED",
+    }
+    assert tracking.mark_killed(paths, "no-such-experiment", ["cancelled-exp"]) == 0
