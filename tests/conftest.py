@@ -74,6 +74,9 @@ def mlflow_uri(tmp_path: Path, monkeypatch) -> str:
     """Real MLflow on a SQLite database at an absolute path inside the test's directory."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # MLflow puts the artifacts of an experiment created on a URI of the user's own under ./mlruns: here, not in
+    # the checkout the tests run from.
+    monkeypatch.chdir(tmp_path)
     return uri
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import SELECTION_QUANTITIES, Params
+from .errors import HsixaiError
 from .paths import Paths
 
 # The stage modules import this one at their top, so this is close to the start of a stage's process: the
@@ -316,3 +317,68 @@ def mark_killed(paths: Paths, experiment: str, names: list[str]) -> int:
     for run in killed:
         mlflow_client.set_terminated(run.info.run_id, "KILLED")
     return len(killed)
+
+
+# ----------------------------------------------------------------------------------------- the model registry
+CHAMPION = "champion"  # the alias of the version `select` recommends last
+
+
+def registered_model_name(model: str) -> str:
+    """One registered model per architecture: hsixai-cnn2d, hsixai-vit."""
+    return f"hsixai-{model}"
+
+
+def register_model(
+    paths: Paths,
+    experiment: str,
+    name: str,
+    bundle: Path,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    metrics: dict[str, float],
+    alias: str = CHAMPION,
+) -> str:
+    """A new version of registered model `name` holding the directory `bundle`, aliased `alias`; its version.
+
+    The bundle's files (tensors-only checkpoints and plain JSON) become the artifacts of a run of role 'model'
+    that carries `params` and `metrics`; the version carries `tags` and points at those artifacts, so
+    `models:/<name>@<alias>` is enough to load it (download_model) without the repository.
+    """
+    from mlflow.exceptions import MlflowException
+
+    mlflow_client = client(paths)
+    exp_id = experiment_id(mlflow_client, experiment, paths)
+    run = mlflow_client.create_run(exp_id, run_name=f"{name}-model", tags={**tags, "hsixai.role": "model"})
+    logged = StageRun(mlflow_client, run.info.run_id, run.info.run_id, paths)
+    logged.log_params(params)
+    logged.log_metrics(metrics)
+    mlflow_client.log_artifacts(run.info.run_id, str(bundle), artifact_path="bundle")
+    mlflow_client.set_terminated(run.info.run_id, "FINISHED")
+    try:
+        mlflow_client.create_registered_model(
+            name, description="hsixai: the patch classifier `hsixai select` recommends (docs/maps.md)"
+        )
+    except MlflowException as exc:
+        if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    version = mlflow_client.create_model_version(
+        name, source=f"{run.info.artifact_uri}/bundle", run_id=run.info.run_id, tags=tags
+    )
+    mlflow_client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def download_model(paths: Paths, uri: str, dest: Path) -> Path:
+    """The files of registered model version `uri` (models:/<name>@<alias> or models:/<name>/<version>) in `dest`."""
+    import mlflow.artifacts
+    from mlflow.exceptions import MlflowException
+
+    client(paths)  # MLflow's logging quietened
+    try:
+        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest), tracking_uri=tracking_uri(paths)))
+    except MlflowException as exc:
+        raise HsixaiError(
+            f"--model {uri}: no such registered model version in {tracking_uri(paths)} "
+            f"({str(exc).splitlines()[0][:200]}); `hsixai select` registers the recommended point as "
+            f"models:/hsixai-<model>@{CHAMPION}"
+        ) from None

@@ -55,6 +55,7 @@ def trained_template(prepared_root, tmp_path_factory):
     shutil.copytree(prepared_root, root)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{root.parent / 'mlflow.db'}")
+        mp.chdir(root.parent)  # MLflow's default artifact root (./mlruns) for an experiment it creates on that URI
         train.run(_params(root), Paths.at(root), progress=False)
     return root
 

@@ -8,6 +8,7 @@ import pytest
 
 from hsixai import tracking
 from hsixai.config import params_from_dict
+from hsixai.errors import HsixaiError
 from hsixai.paths import Paths
 
 from ..conftest import REPO
@@ -178,3 +179,31 @@ def test_a_cancelled_experiments_runs_are_marked_killed_and_no_other(tmp_path, m
         ("finished-exp", "train"): "FINISHED",
     }
     assert tracking.mark_killed(paths, "no-such-experiment", ["cancelled-exp"]) == 0
+
+
+def test_a_registered_bundle_comes_back_by_alias_and_an_unknown_alias_is_one_error(tmp_path, mlflow_uri):
+    paths = Paths.at(tmp_path)
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "bundle.json").write_text('{"patch_size": 5}')
+    (bundle / "instance_0.pt").write_bytes(bytes(range(256)))
+    name = tracking.registered_model_name("cnn2d")
+    tags = {"hsixai.experiment": "cnn2d-p5-123", "hsixai.commit": "a" * 40}
+    first = tracking.register_model(paths, "hsixai", name, bundle, tags, {"patch_size": 5}, {"f1_macro_test": 0.8})
+    (bundle / "bundle.json").write_text('{"patch_size": 7}')
+    second = tracking.register_model(paths, "hsixai", name, bundle, tags, {"patch_size": 7}, {"f1_macro_test": 0.7})
+    assert (first, second) == ("1", "2")
+
+    champion = tracking.download_model(paths, f"models:/{name}@{tracking.CHAMPION}", tmp_path / "got")
+    assert (champion / "bundle.json").read_text() == '{"patch_size": 7}'  # the alias moved to the newest version
+    assert (champion / "instance_0.pt").read_bytes() == bytes(range(256))
+    older = tracking.download_model(paths, f"models:/{name}/1", tmp_path / "got1")
+    assert (older / "bundle.json").read_text() == '{"patch_size": 5}'
+    version = tracking.client(paths).get_model_version_by_alias(name, tracking.CHAMPION)
+    assert version.tags == tags
+    run = tracking.client(paths).get_run(version.run_id)
+    assert run.data.metrics["f1_macro_test"] == 0.7 and run.data.params["patch_size"] == "7"
+
+    with pytest.raises(HsixaiError, match=r"^--model models:/hsixai-cnn2d@nobody: no such registered model version"):
+        tracking.download_model(paths, f"models:/{name}@nobody", tmp_path / "none")
+    assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
