@@ -52,7 +52,11 @@ test-fast: setup
 # only the command line (`make ui HOST=0.0.0.0`) opens it to the network, never a stray HOST variable.
 HOST = 127.0.0.1
 PORT = 5000
+# MLflow 3.17's UI opens an experiment on its GenAI trace overview: the address printed first opens the runs table
+# (or switch the UI's sidebar from "GenAI" to "Model training" once; the browser keeps it). docs/pipeline.md, "MLflow".
 ui: setup
+	@env -u MLFLOW_TRACKING_URI $(BIN)/python -c 'import sys; from hsixai.tracking import runs_page_url; \
+	print("the runs:", runs_page_url(sys.argv[1]))' http://$(HOST):$(PORT)
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host $(HOST) --port $(PORT)
 
 # Raw data (`dvc add`-ed .dvc files) and every stage output of dvc.lock, to or from a DVC remote: the project's

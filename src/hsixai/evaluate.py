@@ -154,6 +154,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         write_json(metrics_file, summary)
 
     with tracking.stage_run("evaluate", params, paths) as mlrun:
+        mlrun.log_inputs([paths.prepared_dir, paths.split_dir], "evaluation")
         mlrun.log_params(
             {
                 "model": params.model,

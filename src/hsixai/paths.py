@@ -134,6 +134,15 @@ class Paths:
         return self.root / "plots" / stage
 
     @property
+    def dvc_lock(self) -> Path:
+        """DVC's record of each stage's deps and outs with their md5 (read for the data versions MLflow shows)."""
+        return self.root / "dvc.lock"
+
+    def dvc_file(self, path: Path) -> Path:
+        """The .dvc file `dvc add path` writes beside `path` (a raw input tracked by DVC, not made by a stage)."""
+        return path.with_name(f"{path.name}.dvc")
+
+    @property
     def mlflow_db(self) -> Path:
         return self.root / "mlflow.db"
 

@@ -16,17 +16,34 @@ import os
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import SELECTION_QUANTITIES, Params
+import yaml
+
+from .config import SELECTION_QUANTITIES, Params, load_params
 from .errors import HsixaiError
 from .paths import Paths
 
 # The stage modules import this one at their top, so this is close to the start of a stage's process: the
 # `stage_seconds` metric (wall time from here to the end of the stage's run) says where a sweep's time goes.
 PROCESS_START = time.monotonic()
+# The same moment on the wall clock (ms, as MLflow stores times): a stage's child run starts here, not where the
+# stage opens it after its work, so the run's duration (and its parent's span) is the stage's wall time.
+PROCESS_START_MS = int(time.time() * 1000)
+_last_stage_end_ms = PROCESS_START_MS  # a second stage run in one process starts where the previous one ended
+
+# What the MLflow UI opens the experiment on. MLflow's experiment kind tag says these are model training runs,
+# not GenAI traces; MLflow 3.17's UI itself decides by its "GenAI | Model training" switch (kept in the browser,
+# GenAI by default) unless the address says `workflowType=machine_learning`: `make ui` prints such an address
+# (runs_page_url).
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+UI_WORKFLOW = "machine_learning"
+
+DATA_CONTEXT_TAG = "mlflow.data.context"  # what a dataset input was used for (MLflow shows it next to the name)
+DATA_SOURCE_TYPE = "dvc"
 
 PARENT_RUN_ID = "mlflow.parentRunId"  # the tag the MLflow UI nests child runs by
 
@@ -95,6 +112,66 @@ def file_md5(path: Path) -> str:
     return digest.hexdigest()
 
 
+@dataclass(frozen=True)
+class DataVersion:
+    """A DVC-tracked file or directory, identified as DVC identifies it."""
+
+    path: str  # relative to the repository root, as dvc.lock and `dvc` commands name it
+    md5: str  # DVC's md5; a directory's is the md5 of its file list, with '.dir' appended
+    size: int | None  # bytes
+    nfiles: int | None  # files, for a directory
+    read_from: str  # where the md5 comes from: 'dvc.lock', a .dvc file, or 'computed'
+
+
+def data_version(paths: Paths, path: Path) -> DataVersion:
+    """The DVC md5 of `path`, read where DVC recorded it rather than hashed again (a cube is GBs).
+
+    A stage run by DVC (`dvc repro`, `dvc exp run`; DVC sets DVC_STAGE) reads its inputs after DVC checked
+    that every upstream stage's outputs match dvc.lock, so the md5 dvc.lock records for the stage that wrote
+    `path` (or the .dvc file of a `dvc add`-ed input) is that of the bytes the stage read. A stage run by hand may
+    read outputs dvc.lock no longer describes: then, and for a path DVC records nowhere (a file inside a directory
+    output), the md5 is computed as DVC computes it, reading every byte.
+    """
+    relative = path.resolve().relative_to(paths.root).as_posix()
+    if os.environ.get("DVC_STAGE"):
+        recorded = _recorded_version(paths, path, relative)
+        if recorded is not None:
+            return recorded
+    md5, size, nfiles = dvc_md5(path)
+    return DataVersion(relative, md5, size, nfiles, "computed")
+
+
+def _recorded_version(paths: Paths, path: Path, relative: str) -> DataVersion | None:
+    def version(out: dict, read_from: str) -> DataVersion:
+        return DataVersion(relative, out["md5"], out.get("size"), out.get("nfiles"), read_from)
+
+    if paths.dvc_lock.is_file():
+        for stage in (yaml.safe_load(paths.dvc_lock.read_text()) or {}).get("stages", {}).values():
+            for out in stage.get("outs", []):
+                if out.get("path") == relative and out.get("md5"):
+                    return version(out, paths.dvc_lock.name)
+    dvc_file = paths.dvc_file(path)
+    if dvc_file.is_file():
+        for out in (yaml.safe_load(dvc_file.read_text()) or {}).get("outs", []):
+            if out.get("path") == path.name and out.get("md5"):
+                return version(out, str(dvc_file.relative_to(paths.root)))
+    return None
+
+
+def dvc_md5(path: Path) -> tuple[str, int, int | None]:
+    """(md5, bytes, files) of a file or directory as DVC 3 computes them; files is None for a file.
+
+    A directory's md5 is that of the JSON list of its files' {md5, relpath} (sorted by relpath, keys sorted),
+    with '.dir' appended: dvc.lock's value for a directory output (checked against DVC in the pipeline tests).
+    """
+    if path.is_file():
+        return file_md5(path), path.stat().st_size, None
+    files = sorted((f for f in path.rglob("*") if f.is_file()), key=lambda f: f.relative_to(path).as_posix())
+    listing = [{"md5": file_md5(f), "relpath": f.relative_to(path).as_posix()} for f in files]
+    digest = hashlib.md5(json.dumps(listing, sort_keys=True).encode("utf-8")).hexdigest()
+    return f"{digest}.dir", sum(f.stat().st_size for f in files), len(files)
+
+
 class StageRun:
     """A child run of the experiment's parent run, for one DVC stage."""
 
@@ -155,6 +232,29 @@ class StageRun:
 
     def log_json(self, obj: Any, name: str) -> None:
         self.client.log_text(self.run_id, json.dumps(obj, indent=2), name)
+
+    def log_inputs(self, inputs: Sequence[Path], context: str) -> None:
+        """The DVC data this stage read, as MLflow dataset inputs of its run and of the parent run.
+
+        Name and source: the DVC path (e.g. data/prepared); digest: its DVC md5 (data_version), so the runs
+        table's Dataset column says which version of the data a number came from. `context` says what the
+        stage used it for (e.g. 'training').
+        """
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        datasets = []
+        for path in inputs:
+            version = data_version(self.paths, path)
+            dataset = Dataset(
+                name=version.path,
+                digest=version.md5,
+                source_type=DATA_SOURCE_TYPE,
+                source=json.dumps({"path": version.path}),
+                profile=json.dumps({"size": version.size, "nfiles": version.nfiles, "md5_from": version.read_from}),
+            )
+            datasets.append(DatasetInput(dataset, tags=[InputTag(DATA_CONTEXT_TAG, context)]))
+        for run_id in dict.fromkeys((self.run_id, self.parent_id)):
+            self.client.log_inputs(run_id, datasets=datasets)
 
     def log_output(self, path: Path) -> None:
         """Reference a DVC output by path and md5 (large outputs are not copied into MLflow)."""
@@ -223,6 +323,16 @@ def ensure_experiment(paths: Paths, name: str) -> str:
     return experiment_id(client(paths), name, paths)
 
 
+def runs_page_url(base_url: str, root: str | Path | None = None) -> str:
+    """The address of the runs table of the project's experiment in an MLflow UI at `base_url` (`make ui`).
+
+    MLflow 3.17's UI opens an experiment on its GenAI trace overview unless told the workflow is model training.
+    """
+    paths = Paths.at(root)
+    exp_id = ensure_experiment(paths, load_params(paths.params).tracking.experiment)
+    return f"{base_url.rstrip('/')}/#/experiments/{exp_id}/runs?workflowType={UI_WORKFLOW}"
+
+
 def client(paths: Paths) -> Any:
     """An MlflowClient on the project's tracking URI, with MLflow's INFO chatter silenced."""
     from mlflow.tracking import MlflowClient
@@ -248,37 +358,67 @@ def stage_run(stage: str, params: Params, paths: Paths, experiment: str | None =
     flat = flat_params(params)
     params_hash = hashlib.sha1(json.dumps(flat, sort_keys=True, default=str).encode()).hexdigest()[:12]
     tags = {"hsixai.experiment": name, "hsixai.commit": commit, "hsixai.params_hash": params_hash}
-    parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat, paths)
+    start_ms = _last_stage_end_ms
+    parent_id = _parent_run(mlflow_client, exp_id, name, tags, flat, paths, start_ms)
     child = mlflow_client.create_run(
-        exp_id, run_name=stage, tags={**tags, PARENT_RUN_ID: parent_id, "hsixai.role": "stage", "hsixai.stage": stage}
+        exp_id,
+        start_time=start_ms,
+        run_name=stage,
+        tags={**tags, PARENT_RUN_ID: parent_id, "hsixai.role": "stage", "hsixai.stage": stage},
     )
     run = StageRun(mlflow_client, child.info.run_id, parent_id, paths)
     try:
         yield run
     except BaseException:
-        mlflow_client.set_terminated(run.run_id, "FAILED")
+        _end_stage_run(mlflow_client, run, "FAILED")
         raise
     run.log_metrics({"stage_seconds": time.monotonic() - PROCESS_START})
-    mlflow_client.set_terminated(run.run_id, "FINISHED")
+    _end_stage_run(mlflow_client, run, "FINISHED")
+
+
+def _end_stage_run(client: Any, run: StageRun, status: str) -> None:
+    """Ends the stage's run now, and moves its parent's end to now if earlier: the parent spans its stages.
+
+    The parent's own status is untouched (FINISHED since it was made): a point's stages are separate processes,
+    and none knows whether it is the point's last.
+    """
+    global _last_stage_end_ms
+    end_ms = max(int(time.time() * 1000), _last_stage_end_ms)
+    client.set_terminated(run.run_id, status, end_time=end_ms)
+    parent = client.get_run(run.parent_id).info
+    if parent.end_time is None or parent.end_time < end_ms:
+        client.set_terminated(run.parent_id, parent.status, end_time=end_ms)
+    _last_stage_end_ms = end_ms
 
 
 def experiment_id(client: Any, name: str, paths: Paths) -> str:
+    """The experiment's id, created if new; tagged as model training (EXPERIMENT_KIND) if its kind is unset."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    location = None if os.environ.get("MLFLOW_TRACKING_URI") else tracking_root(paths).mlartifacts.as_uri()
-    try:
-        return client.create_experiment(name, artifact_location=location)
-    except Exception:  # created meanwhile by a parallel stage
-        experiment = client.get_experiment_by_name(name)
-        if experiment is None:
-            raise
-        return experiment.experiment_id
+    if experiment is None:
+        location = None if os.environ.get("MLFLOW_TRACKING_URI") else tracking_root(paths).mlartifacts.as_uri()
+        try:
+            return client.create_experiment(
+                name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        except Exception:  # created meanwhile by a parallel stage
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if EXPERIMENT_KIND_TAG not in experiment.tags:  # made before the project set it (an older mlflow.db)
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def _parent_run(
-    client: Any, experiment_id: str, name: str, tags: dict[str, str], flat: dict[str, Any], paths: Paths
+    client: Any,
+    experiment_id: str,
+    name: str,
+    tags: dict[str, str],
+    flat: dict[str, Any],
+    paths: Paths,
+    start_ms: int,
 ) -> str:
+    """The point's parent run: found by its tags, or made starting at `start_ms` (its first stage's start)."""
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items()) + " and tags.`hsixai.role` = 'experiment'"
     found = client.search_runs([experiment_id], filter_string=query, max_results=1)
     if found:
@@ -287,9 +427,11 @@ def _parent_run(
         if found[0].info.status != "FINISHED":
             client.set_terminated(found[0].info.run_id, "FINISHED")
         return found[0].info.run_id
-    parent = client.create_run(experiment_id, run_name=name, tags={**tags, "hsixai.role": "experiment"})
+    parent = client.create_run(
+        experiment_id, start_time=start_ms, run_name=name, tags={**tags, "hsixai.role": "experiment"}
+    )
     StageRun(client, parent.info.run_id, parent.info.run_id, paths).log_params(flat)
-    client.set_terminated(parent.info.run_id, "FINISHED")
+    client.set_terminated(parent.info.run_id, "FINISHED")  # its end moves with each stage's (_end_stage_run)
     return parent.info.run_id
 
 

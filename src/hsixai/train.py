@@ -203,6 +203,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         return {}
 
     with tracking.stage_run("train", params, paths) as mlrun:
+        mlrun.log_inputs([paths.prepared_dir, paths.split_dir], "training")
         mlrun.log_params(
             {
                 k: v

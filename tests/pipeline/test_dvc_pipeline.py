@@ -1,7 +1,13 @@
 import hashlib
+import json
 
 import numpy as np
 import pytest
+import yaml
+
+from hsixai import tracking
+from hsixai.config import load_params
+from hsixai.paths import Paths
 
 from ..helpers import edit_params
 from .conftest import EXPERIMENT, first_repro_output, run
@@ -35,6 +41,43 @@ def test_repro_builds_the_pipeline_then_does_nothing(built_repo):
     assert "Running stage" not in second
     assert "up to date" in second
     assert "up to date" in run(["dvc", "status", EXPERIMENT], built_repo).stdout
+
+
+def test_mlflow_runs_name_their_dvc_data_and_the_parent_spans_its_stages(built_repo, monkeypatch):
+    """What the MLflow UI shows of the built point, read through MLflow's API from the repo's own mlflow.db."""
+    for name in ("MLFLOW_TRACKING_URI", "DVC_ROOT"):
+        monkeypatch.delenv(name, raising=False)
+    paths = Paths.at(built_repo)
+    client = tracking.client(paths)
+    experiment = client.get_experiment_by_name(load_params(paths.params).tracking.experiment)
+    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == tracking.EXPERIMENT_KIND
+    lock = {
+        out["path"]: out["md5"]
+        for stage in yaml.safe_load(paths.dvc_lock.read_text())["stages"].values()
+        for out in stage.get("outs", [])
+    }
+    # Computed by hand the way DVC does: the same md5 DVC recorded for a real directory output.
+    assert tracking.dvc_md5(paths.prepared_dir)[0] == lock["data/prepared"]
+
+    stages = {
+        r.info.run_name: r for r in client.search_runs([experiment.experiment_id], "tags.`hsixai.role` = 'stage'")
+    }
+    read = {"data/prepared", "data/split"}
+    expected = {"train": read, "evaluate": read, "attribute": read, "consistency": {"data/attributions"}}
+    for stage, names in expected.items():
+        inputs = stages[stage].inputs.dataset_inputs
+        assert {i.dataset.name: i.dataset.digest for i in inputs} == {name: lock[name] for name in names}, stage
+        assert {json.loads(i.dataset.profile)["md5_from"] for i in inputs} == {"dvc.lock"}  # read, not hashed
+
+    (parent_id,) = {r.data.tags[tracking.PARENT_RUN_ID] for r in stages.values()}
+    parent = client.get_run(parent_id)
+    assert {i.dataset.name for i in parent.inputs.dataset_inputs} == read | {"data/attributions"}
+    assert parent.info.start_time <= min(r.info.start_time for r in stages.values())
+    assert parent.info.end_time >= max(r.info.end_time for r in stages.values())
+    # one stage after another: the parent lasts at least as long as its stages together
+    assert parent.info.end_time - parent.info.start_time >= sum(
+        r.info.end_time - r.info.start_time for r in stages.values()
+    )
 
 
 def test_xai_params_rerun_only_the_xai_stages(built_copy):

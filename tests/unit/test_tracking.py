@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import ast
+import json
+import time
 
 import pytest
+import yaml
 
 from hsixai import tracking
 from hsixai.config import params_from_dict
@@ -12,6 +15,7 @@ from hsixai.errors import HsixaiError
 from hsixai.paths import Paths
 
 from ..conftest import REPO
+from ..helpers import write_params
 
 PACKAGE = REPO / "src" / "hsixai"
 TRACKING = PACKAGE / "tracking.py"
@@ -207,3 +211,127 @@ def test_a_registered_bundle_comes_back_by_alias_and_an_unknown_alias_is_one_err
     with pytest.raises(HsixaiError, match=r"^--model models:/hsixai-cnn2d@nobody: no such registered model version"):
         tracking.download_model(paths, f"models:/{name}@nobody", tmp_path / "none")
     assert not (tmp_path / "none").exists() or not any((tmp_path / "none").iterdir())
+
+
+def test_the_experiment_opens_as_model_training_old_and_new(tmp_path, mlflow_uri):
+    """A new experiment gets MLflow's experiment kind tag; one made before the project set it gets it when used."""
+    paths = Paths.at(tmp_path)
+    client = tracking.client(paths)
+    new = client.get_experiment(tracking.ensure_experiment(paths, "fresh"))
+    assert new.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+    old_id = client.create_experiment("from-an-older-run")  # as hsixai made it before: no kind
+    assert tracking.EXPERIMENT_KIND_TAG not in client.get_experiment(old_id).tags
+    assert tracking.ensure_experiment(paths, "from-an-older-run") == old_id
+    assert client.get_experiment(old_id).tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+
+    chosen_id = client.create_experiment("chosen", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    tracking.ensure_experiment(paths, "chosen")  # a kind someone set is theirs
+    assert client.get_experiment(chosen_id).tags[tracking.EXPERIMENT_KIND_TAG] == "genai_development"
+
+    write_params(tmp_path, {"tracking": {"experiment": "from-an-older-run"}})
+    assert tracking.runs_page_url("http://127.0.0.1:5000/", tmp_path) == (
+        f"http://127.0.0.1:5000/#/experiments/{old_id}/runs?workflowType=machine_learning"
+    )
+
+
+def test_a_parent_run_spans_its_stages_wall_time(tmp_path, mlflow_uri):
+    """Each stage is a process of its own; the parent starts with the first and ends with the last, failed or not."""
+    params, paths = params_from_dict({"tracking": {"experiment": "span"}}), Paths.at(tmp_path)
+    with tracking.stage_run("first", params, paths):
+        time.sleep(0.3)
+    with pytest.raises(RuntimeError), tracking.stage_run("second", params, paths):
+        time.sleep(0.3)
+        raise RuntimeError("a failing stage")
+    client = tracking.client(paths)
+    children = client.search_runs([tracking.ensure_experiment(paths, "span")], "tags.`hsixai.role` = 'stage'")
+    assert {c.info.run_name: c.info.status for c in children} == {"first": "FINISHED", "second": "FAILED"}
+    (parent_id,) = {c.data.tags[tracking.PARENT_RUN_ID] for c in children}
+    parent = client.get_run(parent_id).info
+    first, second = sorted(children, key=lambda c: c.info.start_time)
+    assert first.info.end_time <= second.info.start_time  # one after the other, as DVC runs them
+    assert parent.start_time <= first.info.start_time
+    assert parent.end_time >= second.info.end_time
+    assert parent.end_time - parent.start_time >= 600  # both stages' sleeps, not the moment the parent was made
+    assert parent.status == "FINISHED"
+
+
+def _lock(root, outs: dict[str, str]) -> None:
+    stages = {
+        f"stage{i}": {"cmd": "true", "outs": [{"path": path, "hash": "md5", "md5": md5, "size": 7, "nfiles": 2}]}
+        for i, (path, md5) in enumerate(outs.items())
+    }
+    (root / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": stages}))
+
+
+def test_data_versions_are_read_from_dvc_under_dvc_and_computed_as_dvc_does_otherwise(tmp_path, monkeypatch):
+    from dvc_data.hashfile.build import build
+    from dvc_data.hashfile.db import HashFileDB
+    from dvc_objects.fs import MemoryFileSystem
+    from dvc_objects.fs.local import LocalFileSystem
+
+    paths = Paths.at(tmp_path)
+    cube = tmp_path / "data" / "prepared"
+    (cube / "sub").mkdir(parents=True)
+    (cube / "cube.npy").write_bytes(b"\x93NUMPY cube")
+    (cube / "sub" / "b.txt").write_bytes(b"x\r\ny")  # DVC 3 hashes text as bytes (no dos2unix)
+    raw = tmp_path / "data" / "raw" / "scene"
+    raw.mkdir(parents=True)
+    (raw / "hsi.npy").write_bytes(b"raw")
+    (tmp_path / "data" / "raw" / "scene.dvc").write_text(
+        yaml.safe_dump({"outs": [{"md5": "ab" * 16 + ".dir", "size": 3, "nfiles": 1, "path": "scene"}]})
+    )
+    _lock(tmp_path, {"data/prepared": "cd" * 16 + ".dir"})
+
+    # By hand (no DVC_STAGE), dvc.lock may be stale: computed, and equal to what DVC's own hashing gives.
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    _, meta, obj = build(HashFileDB(MemoryFileSystem(), "memory://odb"), str(cube), LocalFileSystem(), "md5")
+    computed = tracking.data_version(paths, cube)
+    assert computed == tracking.DataVersion("data/prepared", obj.hash_info.value, meta.size, 2, "computed")
+    assert tracking.data_version(paths, cube / "cube.npy").md5 == tracking.file_md5(cube / "cube.npy")
+
+    # Under DVC: what dvc.lock or the .dvc file records (here on purpose not the bytes' md5: read, not hashed).
+    monkeypatch.setenv("DVC_STAGE", "train")
+    assert tracking.data_version(paths, cube) == tracking.DataVersion(
+        "data/prepared", "cd" * 16 + ".dir", 7, 2, "dvc.lock"
+    )
+    assert tracking.data_version(paths, raw) == tracking.DataVersion(
+        "data/raw/scene", "ab" * 16 + ".dir", 3, 1, "data/raw/scene.dvc"
+    )
+    # a file inside a directory output is in neither: computed
+    assert tracking.data_version(paths, cube / "cube.npy").read_from == "computed"
+
+
+def test_stage_runs_and_their_parent_name_the_data_they_read(tmp_path, mlflow_uri, monkeypatch):
+    params, paths = params_from_dict({"tracking": {"experiment": "inputs"}}), Paths.at(tmp_path)
+    for name in ("prepared", "split"):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        (tmp_path / "data" / name / "x.npy").write_bytes(name.encode())
+    _lock(tmp_path, {"data/prepared": "cd" * 16 + ".dir", "data/split": "ef" * 16 + ".dir"})
+    monkeypatch.setenv("DVC_STAGE", "train")
+    with tracking.stage_run("train", params, paths) as run:
+        run.log_inputs([paths.prepared_dir, paths.split_dir], "training")
+    with tracking.stage_run("evaluate", params, paths) as run:
+        run.log_inputs([paths.prepared_dir], "evaluation")
+    client = tracking.client(paths)
+
+    def inputs(run_id: str) -> dict[str, tuple]:
+        found = {}
+        for item in client.get_run(run_id).inputs.dataset_inputs:
+            data = item.dataset
+            context = {t.key: t.value for t in item.tags}[tracking.DATA_CONTEXT_TAG]
+            found[data.name] = (data.digest, data.source_type, json.loads(data.source)["path"], context)
+            assert json.loads(data.profile) == {"size": 7, "nfiles": 2, "md5_from": "dvc.lock"}
+        return found
+
+    runs = client.search_runs([tracking.ensure_experiment(paths, "inputs")], "tags.`hsixai.role` = 'stage'")
+    by_stage = {r.info.run_name: r for r in runs}
+    assert inputs(by_stage["train"].info.run_id) == {
+        "data/prepared": ("cd" * 16 + ".dir", "dvc", "data/prepared", "training"),
+        "data/split": ("ef" * 16 + ".dir", "dvc", "data/split", "training"),
+    }
+    assert inputs(by_stage["evaluate"].info.run_id) == {
+        "data/prepared": ("cd" * 16 + ".dir", "dvc", "data/prepared", "evaluation")
+    }
+    # the parent (one row per point in the runs table) holds each once, with the first stage's context
+    assert inputs(by_stage["train"].data.tags[tracking.PARENT_RUN_ID]) == inputs(by_stage["train"].info.run_id)

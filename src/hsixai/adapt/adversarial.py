@@ -88,6 +88,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 np.save(paths.adapt_gate_map(pair, record.seed, out), gate.cpu().numpy().astype(np.float32))
         write_json(metrics, summary)
     with tracking.stage_run("adapt", params, paths, experiment=EXPERIMENT) as mlrun:
+        mlrun.log_inputs([paths.adapt_prepared, paths.adapt_target_labels], "training")
         mlrun.log_params({f"adapt.{k}": getattr(params.adapt, k) for k in LOGGED_PARAMS})
         mlrun.log_curves(
             {

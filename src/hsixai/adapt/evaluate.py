@@ -196,6 +196,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 )
         write_json(metrics, summary)
     with tracking.stage_run("adapt_evaluate", params, paths, experiment=EXPERIMENT) as mlrun:
+        mlrun.log_inputs([paths.adapt_prepared], "evaluation")
         for pair, result in pairs.items():
             mlrun.log_metrics(
                 {

@@ -94,6 +94,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     with staged_outputs(files=(paths.metrics("adapt_labels"),)) as (metrics,):
         write_json(metrics, summary)
     with tracking.stage_run("adapt_labels", params, paths, experiment=EXPERIMENT) as mlrun:
+        mlrun.log_inputs([paths.adapt_prepared], "training")
         mlrun.log_metrics(
             {
                 f"{pair}.labels_{level}.{arm}.f1_macro": entry["arms"][arm]["as_trained"]

@@ -120,6 +120,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             )
         write_json(metrics, summary)
     with tracking.stage_run("adapt_pretrain", params, paths, experiment=EXPERIMENT) as mlrun:
+        mlrun.log_inputs([paths.adapt_prepared], "training")
         mlrun.log_params(
             {
                 f"adapt.{k}": getattr(params.adapt, k)

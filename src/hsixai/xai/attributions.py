@@ -211,6 +211,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         )
 
     with tracking.stage_run("attribute", params, paths) as mlrun:
+        mlrun.log_inputs([paths.prepared_dir, paths.split_dir], "explanation")
         mlrun.log_params({k: v for k, v in tracking.flat_params(params).items() if k.startswith("xai.")})
         mlrun.log_metrics(
             {

@@ -540,6 +540,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         )
 
     with tracking.stage_run("consistency", params, paths) as mlrun:
+        mlrun.log_inputs([paths.attributions_dir], "explanation")  # profiles.npz, inside attribute's output
         mlrun.log_metrics(tracking.consistency_metrics(result))
         mlrun.log_experiment_summary()  # the last stage: every headline number onto the parent run
         for figure in paths.figures("consistency").drawn():
