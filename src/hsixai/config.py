@@ -344,8 +344,12 @@ class AdaptConfig:
     # D (and its gate) during T steps: eval = running statistics of both domains (published); train = batch
     # statistics of the target features alone (the earlier hsixai).
     d_mode_in_t_steps: Literal["eval", "train"] = "eval"
-    # Stop once, for stop_patience iterations in a row, the iteration's mean D loss < stop_loss_d and its mean
-    # T loss < stop_loss_t (published: 5e-5, 0.05, 15; finetune has no D and reads the T loss only).
+    # Stop once stop_patience iterations in a row (after the first) are quiet, on per-iteration mean losses:
+    # supervised_ce (the authors' C2Seg rule, few target labels): T's own classifier's CE on the labelled target
+    # pixels < stop_loss_supervised; adversarial_losses (their UH/BOT rule, every non-test target pixel labelled):
+    # mean D loss < stop_loss_d and mean T loss < stop_loss_t (finetune has no D: its T loss only).
+    stop_rule: Literal["supervised_ce", "adversarial_losses"] = "supervised_ce"
+    stop_loss_supervised: float = 1.0
     stop_loss_d: float = 5.0e-5
     stop_loss_t: float = 0.05
     stop_patience: int = 15
@@ -388,7 +392,7 @@ class AdaptConfig:
         )
         _check(0 < self.val_fraction < 1, "adapt.val_fraction", "a fraction in (0, 1)", self.val_fraction)
         _check(self.tile == 0 or self.tile >= 8, "adapt.tile", "0 (whole scenes) or at least 8 pixels", self.tile)
-        for key in ("pretrain_lr", "d_lr", "t_lr", "stop_loss_d", "stop_loss_t"):
+        for key in ("pretrain_lr", "d_lr", "t_lr", "stop_loss_d", "stop_loss_t", "stop_loss_supervised"):
             _check(getattr(self, key) > 0, f"adapt.{key}", "a positive number", getattr(self, key))
 
 

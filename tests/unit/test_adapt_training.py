@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hsixai.adapt.models import Segmenter, batchnorm_layers
-from hsixai.adapt.training import Adaptation, Adversary, StopRule, masked, pixel_ce
+from hsixai.adapt.training import Adaptation, Adversary, IterationLosses, StopRule, masked, pixel_ce
 from hsixai.config import AdaptConfig
 
 K, BANDS = 4, 6
@@ -185,19 +185,94 @@ def test_one_iteration_uses_one_tile_pair_for_every_step(monkeypatch):
 
 
 # --------------------------------------------------------------------------- the stopping rule
-def test_stop_rule_needs_patience_quiet_iterations_in_a_row():
-    rule = StopRule(loss_d=1e-3, loss_t=0.05, patience=3)
-    sequence = [(1e-4, 0.01), (1e-4, 0.01), (1e-2, 0.01), (1e-4, 0.01), (1e-4, 0.04), (1e-4, 0.049)]
-    fired = [rule.update(d, t) for d, t in sequence]
-    assert fired == [False, False, False, False, False, True]
-    assert not StopRule(1e-3, 0.05, 1).update(1e-4, 0.06), "both losses must be below their thresholds"
-    assert not StopRule(1e-3, 0.05, 1).update(None, 0.01), "an adversarial arm with no D step is not quiet"
-    assert StopRule(1e-3, 0.05, 1, reads_d=False).update(None, 0.01), "finetune has no D: its T loss decides"
+def _means(d=None, t=None, supervised=None) -> IterationLosses:
+    return IterationLosses(d, t, supervised)
+
+
+def _rule(rule="adversarial_losses", patience=3, reads_d=True) -> StopRule:
+    return StopRule(rule, loss_d=1e-3, loss_t=0.05, loss_supervised=1.0, patience=patience, reads_d=reads_d)
+
+
+def test_stop_rule_needs_patience_quiet_iterations_in_a_row_after_the_first():
+    rule = _rule()
+    quiet, loud = _means(1e-4, 0.01), _means(1e-2, 0.01)
+    fired = [rule.update(m) for m in [quiet, quiet, quiet, loud, quiet, _means(1e-4, 0.04), _means(1e-4, 0.049)]]
+    assert fired == [False, False, False, False, False, False, True]
+    # As Lightning's EarlyStopping in the authors' code: the first value is an improvement, never part of a streak.
+    first = _rule(patience=2)
+    assert [first.update(quiet) for _ in range(3)] == [False, False, True]
+    assert not _rule(patience=1).update(quiet), "the first iteration alone never stops a run"
+    one = _rule(patience=1)
+    one.update(quiet)
+    assert not one.update(_means(1e-4, 0.06)), "both losses must be below their thresholds"
+    one = _rule(patience=1)
+    one.update(quiet)
+    assert not one.update(_means(None, 0.01)), "an adversarial arm with no D step is not quiet"
+    one = _rule(patience=1, reads_d=False)
+    one.update(quiet)
+    assert one.update(_means(None, 0.01)), "finetune has no D: its T loss decides"
+
+
+def test_supervised_rule_reads_only_ts_own_ce_on_its_labels():
+    """C2Seg: T's classifier's CE on the labelled target pixels below 1, whatever D's and T's adversarial losses."""
+    rule = _rule("supervised_ce", patience=2)
+    fired = [rule.update(m) for m in [_means(9.0, 9.0, 0.5), _means(9.0, 9.0, 0.9), _means(None, None, 0.99)]]
+    assert fired == [False, False, True]
+    rule = _rule("supervised_ce", patience=1)
+    rule.update(_means(supervised=0.5))
+    assert not rule.update(_means(1e-9, 1e-9, 1.0)), "1.0 is not below the threshold"
+    assert not rule.update(_means(1e-9, 1e-9, None)), "an iteration without a T step is not quiet"
+
+
+def _scripted_losses(job: Adaptation, monkeypatch, supervised_steps: list[float]) -> None:
+    """T's supervised loss after each T step reads from `supervised_steps`, in order."""
+    values = iter(supervised_steps)
+    monkeypatch.setattr(job, "supervised_loss", lambda x_t, few: next(values))
+
+
+def test_a_single_noisy_low_value_does_not_stop_a_run_a_sustained_low_mean_does(monkeypatch):
+    """The rule reads each iteration's MEAN over its T steps: one low step among high ones is not quiet."""
+    job = _tiny_job("kplus1_attention", iterations=8, d_steps=1, t_steps=4, stop_rule="supervised_ce", stop_patience=3)
+    noisy = [3.0, 3.0, 3.0, 0.01]  # the last step far below the threshold of 1, the mean (2.25) above it
+    _scripted_losses(job, monkeypatch, noisy * 8)
+    record = job.run()
+    assert record.iterations == 8 and not record.stopped_by_rule
+    assert record.loss_supervised == pytest.approx([np.mean(noisy)] * 8)
+
+    job = _tiny_job("kplus1_attention", iterations=8, d_steps=1, t_steps=4, stop_rule="supervised_ce", stop_patience=3)
+    low = [0.7, 0.8, 0.9, 1.2]  # the last step above the threshold, the mean (0.9) below it
+    _scripted_losses(job, monkeypatch, noisy * 2 + low * 6)
+    record = job.run()
+    assert record.stopped_by_rule and record.iterations == 5, "iterations 3, 4 and 5 quiet in a row"
+    assert record.loss_supervised == pytest.approx([np.mean(noisy)] * 2 + [np.mean(low)] * 3)
+
+
+def test_supervised_loss_is_ts_classifier_ce_on_the_labels_in_eval_mode():
+    job = _tiny_job("kplus1")
+    x_t, few = job.x_t, job.few
+    job.target.train()
+    before = {n: b.clone() for n, b in job.target.named_buffers()}
+    value = job.supervised_loss(x_t, few)
+    with torch.no_grad():
+        expected = float(pixel_ce(copy.deepcopy(job.target).eval()(x_t), few))
+    assert value == pytest.approx(expected)
+    assert all(torch.equal(b, before[n]) for n, b in job.target.named_buffers()), "no running statistic moved"
+    losses = job.iteration()
+    assert losses.supervised is not None and losses.d is not None and losses.t is not None
 
 
 def test_the_rule_reads_each_iterations_mean_loss_not_its_last_step(monkeypatch):
     """A run whose last step of every iteration is tiny, but whose mean is not, never stops."""
-    job = _tiny_job("kplus1", iterations=6, d_steps=4, t_steps=4, stop_patience=2, stop_loss_d=10.0, stop_loss_t=0.5)
+    job = _tiny_job(
+        "kplus1",
+        iterations=6,
+        d_steps=4,
+        t_steps=4,
+        stop_rule="adversarial_losses",
+        stop_patience=2,
+        stop_loss_d=10.0,
+        stop_loss_t=0.5,
+    )
     t_values = iter([5.0, 5.0, 5.0, 0.01] * 6)
     steps = {"D": [], "T": []}
     d_original, t_original = job.adversary.d_loss, job.adversary.t_loss
@@ -221,10 +296,42 @@ def test_the_rule_reads_each_iterations_mean_loss_not_its_last_step(monkeypatch)
     assert record.loss_d == pytest.approx([np.mean(steps["D"][i : i + 4]) for i in range(0, 24, 4)])
 
 
-def test_a_quiet_run_stops_by_the_rule():
-    job = _tiny_job("finetune", iterations=50, t_steps=3, t_lr=0.05, stop_patience=3, stop_loss_t=0.5)
+@pytest.mark.parametrize("stop_rule", ["supervised_ce", "adversarial_losses"])
+def test_a_quiet_run_stops_by_the_rule(stop_rule):
+    job = _tiny_job(
+        "finetune",
+        iterations=50,
+        t_steps=3,
+        t_lr=0.05,
+        stop_rule=stop_rule,
+        stop_patience=3,
+        stop_loss_t=0.5,
+        stop_loss_supervised=0.5,
+    )
     record = job.run()
+    curve = record.loss_supervised if stop_rule == "supervised_ce" else record.loss_t
     assert record.stopped_by_rule and record.iterations < 50
-    assert all(v < 0.5 for v in record.loss_t[-3:]), "the last patience iterations were quiet"
-    assert record.iterations == 3 or record.loss_t[-4] >= 0.5, "and it stopped on the first such streak"
+    assert len(curve) == record.iterations
+    assert all(v < 0.5 for v in curve[-3:]), "the last patience iterations were quiet"
+    assert record.iterations == 4 or curve[-4] >= 0.5, "and it stopped on the first such streak"
     assert record.loss_d == []
+
+
+@pytest.mark.parametrize(
+    "key, value, needle",
+    [
+        ("stop_rule", "d_only", "expected one of supervised_ce, adversarial_losses"),
+        ("stop_loss_supervised", 0, "a positive number"),
+        ("d_mode_in_t_steps", "frozen", "expected one of eval, train"),
+        ("feature_map", "relu", "expected one of linear, batchnorm_relu"),
+        ("tile", 4, "0 (whole scenes) or at least 8 pixels"),
+    ],
+)
+def test_ablation_switches_are_validated_in_one_line(key, value, needle):
+    from hsixai.config import params_from_dict
+    from hsixai.errors import HsixaiError
+
+    with pytest.raises(HsixaiError) as err:
+        params_from_dict({"adapt": {key: value}})
+    message = str(err.value)
+    assert message.startswith(f"params: adapt.{key}: ") and needle in message and "\n" not in message, message

@@ -3,7 +3,7 @@
 Arms:
     adabn             no training: S with its BatchNorm statistics re-estimated on the whole target scene
     finetune          T on the few target labels alone (cross-entropy through the frozen classifier), the same
-                      budget, T steps and stopping rule (on its T loss) as the adversarial arms
+                      budget, T steps and stopping rule as the adversarial arms
     binary            D says source vs target; T makes its labelled target pixels look "source"
     kplus1            D says "source pixel of class k" (0..K-1) or "target pixel" (K); T makes each labelled
                       target pixel look like a source pixel of its own class
@@ -42,6 +42,8 @@ LOGGED_PARAMS = (
     "feature_attention",
     "target_batchnorm",
     "d_mode_in_t_steps",
+    "stop_rule",
+    "stop_loss_supervised",
     "stop_loss_d",
     "stop_loss_t",
     "stop_patience",
@@ -95,7 +97,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
                 f"{pair}.{r.arm}.seed{r.seed}.{key}": getattr(r, key)
                 for pair, rs in records.items()
                 for r in rs
-                for key in ("loss_d", "loss_t")
+                for key in ("loss_d", "loss_t", "loss_supervised")
             }
         )
         seconds = {

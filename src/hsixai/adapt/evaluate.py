@@ -148,6 +148,14 @@ def evaluate_pair(params: Params, paths: Paths, pair: str, train_runs: list[dict
     return result, {"maps": {title: test_map, **maps}, "region": region, "gate_map": gate_map}
 
 
+def stop_thresholds(params: Params) -> dict[str, float]:
+    """The thresholds the stopping rule reads, by loss curve (adapt.stop_rule)."""
+    cfg = params.adapt
+    if cfg.stop_rule == "supervised_ce":
+        return {"loss_supervised": cfg.stop_loss_supervised}
+    return {"loss_d": cfg.stop_loss_d, "loss_t": cfg.stop_loss_t}
+
+
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/adapt.json's content."""
     device = device_of(params)
@@ -167,6 +175,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         "seeds": seeds(params),
         "interval": INTERVAL,
         "class_names": params.data.class_names,
+        "stop_rule": params.adapt.stop_rule,
         "hit_cap": sum(p["hit_cap"] for p in pairs.values()),
         "pairs": pairs,
     }
@@ -178,7 +187,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
             runs = [r for r in train[pair]["runs"] if r["seed"] == params.seed and r["arm"] != "adabn"]
             figures.loss_curves(
                 runs,
-                (params.adapt.stop_loss_d, params.adapt.stop_loss_t),
+                stop_thresholds(params),
                 figure_files.adapt_losses(pair),
                 f"{pair}: mean losses per iteration, seed {params.seed}",
             )

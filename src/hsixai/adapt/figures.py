@@ -33,18 +33,25 @@ def gate_map(gate: np.ndarray, region: np.ndarray, stats: dict, path: Path, titl
     _save(fig, path)
 
 
-def loss_curves(runs: list[dict], thresholds: tuple[float, float], path: Path, title: str) -> None:
-    """Per-iteration mean D and T losses of each arm (one seed), log scale, with the stopping rule's thresholds."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colours = {run["arm"]: plt.get_cmap("tab10")(i) for i, run in enumerate(runs)}  # one colour per arm, both panels
-    for ax, key, threshold in zip(axes, ("loss_d", "loss_t"), thresholds):
+LOSS_PANELS = {"loss_d": "mean D loss", "loss_t": "mean T loss", "loss_supervised": "mean CE of T on its labels"}
+
+
+def loss_curves(runs: list[dict], thresholds: dict[str, float], path: Path, title: str) -> None:
+    """Per-iteration mean D, T and supervised losses of each arm (one seed), log scale.
+
+    `thresholds`: the stopping rule's threshold for each loss it reads (drawn dashed).
+    """
+    fig, axes = plt.subplots(1, len(LOSS_PANELS), figsize=(16, 4))
+    colours = {run["arm"]: plt.get_cmap("tab10")(i) for i, run in enumerate(runs)}  # one colour per arm, all panels
+    for ax, (key, label) in zip(axes, LOSS_PANELS.items()):
         for run in runs:
-            if run[key]:
+            if run.get(key):
                 ax.plot(np.arange(1, len(run[key]) + 1), run[key], label=run["arm"], color=colours[run["arm"]])
-        ax.axhline(threshold, color="grey", linestyle="--", linewidth=1, label="stopping threshold")
+        if key in thresholds:
+            ax.axhline(thresholds[key], color="grey", linestyle="--", linewidth=1, label="stopping threshold")
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
-        ax.set_ylabel(f"mean {key[-1].upper()} loss per iteration")
+        ax.set_ylabel(f"{label} per iteration")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=10)
     _save(fig, path)

@@ -14,10 +14,14 @@ one target tile and one source tile when adapt.tile > 0):
 Arms: finetune (no D: L_T = CE(T(x), class) on the labelled target pixels,
 the same budget and T steps), binary (D says source vs target; T makes its
 labelled target pixels look "source"), kplus1 (K+1 D, no gate),
-kplus1_attention. The run stops by the published rule: for `stop_patience`
-iterations in a row, the iteration's mean D loss < stop_loss_d and its mean
-T loss < stop_loss_t (finetune reads the T loss only); else after
-`iterations`.
+kplus1_attention. After each T step, T's own supervised loss is measured: the
+cross-entropy of its frozen classifier, T in eval mode, on the labelled target
+pixels (the authors' C2Seg code). The run stops by one of the published rules
+on per-iteration MEAN losses (adapt.stop_rule), for `stop_patience`
+iterations in a row after the first: `supervised_ce` (C2Seg, few target
+labels) mean supervised loss < stop_loss_supervised; `adversarial_losses`
+(UH, BOT) mean D loss < stop_loss_d and mean T loss < stop_loss_t (finetune
+reads the T loss only). Else it ends after `iterations`.
 """
 
 from __future__ import annotations
@@ -108,20 +112,51 @@ class Adversary:
 
 
 @dataclass
-class StopRule:
-    """The published rule on per-iteration mean losses: `patience` iterations in a row below both thresholds."""
+class IterationLosses:
+    """One iteration's mean losses; None where no step of that kind ran."""
 
+    d: float | None  # D loss over its d_steps
+    t: float | None  # T's training loss over its t_steps
+    supervised: float | None  # T's own classifier's CE on the labelled target pixels, eval mode, after each T step
+
+
+@dataclass
+class StopRule:
+    """The published stopping rules on per-iteration mean losses (adapt.stop_rule).
+
+    Stop once `patience` iterations in a row are quiet, the first iteration
+    not counted: the authors watch a metric that falls in every loud epoch with
+    Lightning's EarlyStopping(mode="min", patience=15), which takes its first
+    value as an improvement, so the earliest stop is after patience + 1.
+    Quiet: `supervised_ce` (C2Seg) mean supervised loss < loss_supervised;
+    `adversarial_losses` (UH, BOT) mean D loss < loss_d and mean T loss <
+    loss_t, the T loss alone where there is no D (finetune).
+    """
+
+    rule: str
     loss_d: float
     loss_t: float
+    loss_supervised: float
     patience: int
     reads_d: bool = True  # False for finetune, which has no D
+    seen: int = 0
     streak: int = 0
 
-    def update(self, mean_d: float | None, mean_t: float | None) -> bool:
-        """Record one iteration's means (None: no step of that kind ran); whether to stop now."""
-        quiet_d = not self.reads_d or (mean_d is not None and mean_d < self.loss_d)
-        quiet = quiet_d and mean_t is not None and mean_t < self.loss_t
-        self.streak = self.streak + 1 if quiet else 0
+    @classmethod
+    def from_config(cls, cfg: AdaptConfig, reads_d: bool) -> StopRule:
+        thresholds = (cfg.stop_loss_d, cfg.stop_loss_t, cfg.stop_loss_supervised)
+        return cls(cfg.stop_rule, *thresholds, cfg.stop_patience, reads_d)
+
+    def quiet(self, losses: IterationLosses) -> bool:
+        if self.rule == "supervised_ce":
+            return losses.supervised is not None and losses.supervised < self.loss_supervised
+        quiet_d = not self.reads_d or (losses.d is not None and losses.d < self.loss_d)
+        return quiet_d and losses.t is not None and losses.t < self.loss_t
+
+    def update(self, losses: IterationLosses) -> bool:
+        """Record one iteration's means; whether to stop now."""
+        self.seen += 1
+        self.streak = self.streak + 1 if self.seen > 1 and self.quiet(losses) else 0
         return self.streak >= self.patience
 
 
@@ -135,6 +170,7 @@ class RunRecord:
     stopped_by_rule: bool = False
     loss_d: list[float] = field(default_factory=list)
     loss_t: list[float] = field(default_factory=list)
+    loss_supervised: list[float] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -204,12 +240,12 @@ class Adaptation:
             return self.source.features(self.x_s[..., ss[0], ss[1]])
 
     # ------------------------------------------------------------------ one iteration
-    def iteration(self) -> tuple[float | None, float | None]:
+    def iteration(self) -> IterationLosses:
         """d_steps D steps, then t_steps T steps, on one target window and one source window; the mean losses."""
         ts = random_tile(self.cfg.tile, tuple(self.few.shape), self.rng)
         ss = random_tile(self.cfg.tile, tuple(self.y_s.shape), self.rng)
         x_t, few = self.x_t[..., ts[0], ts[1]], self.few[ts]
-        d_losses, t_losses = [], []
+        d_losses, t_losses, supervised = [], [], []
         if self.adversary is not None:
             f_s, y_s = self.source_features(ss), self.y_s[ss]
             self._target_mode(adapting=False)
@@ -225,10 +261,10 @@ class Adaptation:
                 self.opt_d.step()
                 d_losses.append(float(loss.detach()))
         if (few >= 0).any():
-            if self.adversary is not None:
-                self.adversary.train(self.cfg.d_mode_in_t_steps == "train")
-            self._target_mode(adapting=True)
             for _ in range(self.cfg.t_steps):
+                if self.adversary is not None:
+                    self.adversary.train(self.cfg.d_mode_in_t_steps == "train")
+                self._target_mode(adapting=True)
                 f_t = self._target_features(x_t)
                 if self.adversary is None:
                     loss = pixel_ce(self.target.classifier(f_t), few)
@@ -238,25 +274,31 @@ class Adaptation:
                 loss.backward()
                 self.opt_t.step()
                 t_losses.append(float(loss.detach()))
+                supervised.append(self.supervised_loss(x_t, few))
         self._target_mode(adapting=False)
         mean = lambda v: float(np.mean(v)) if v else None  # noqa: E731
-        return mean(d_losses), mean(t_losses)
+        return IterationLosses(mean(d_losses), mean(t_losses), mean(supervised))
+
+    def supervised_loss(self, x_t: torch.Tensor, few: torch.Tensor) -> float:
+        """CE of T's own (frozen) classifier on the labelled pixels of x_t, T in eval mode (running statistics)."""
+        self._target_mode(adapting=False)
+        with torch.no_grad():
+            return float(pixel_ce(self.target.classifier(self._target_features(x_t)), few))
 
     def run(self) -> RunRecord:
         """Iterate until the stopping rule fires, or `iterations`."""
-        rule = StopRule(
-            self.cfg.stop_loss_d, self.cfg.stop_loss_t, self.cfg.stop_patience, reads_d=self.adversary is not None
-        )
+        rule = StopRule.from_config(self.cfg, reads_d=self.adversary is not None)
         record = RunRecord(self.arm, self.seed)
         start = time.perf_counter()
         for it in range(1, self.cfg.iterations + 1):
-            mean_d, mean_t = self.iteration()
+            losses = self.iteration()
             record.iterations = it
-            if mean_d is not None:
-                record.loss_d.append(mean_d)
-            if mean_t is not None:
-                record.loss_t.append(mean_t)
-            if rule.update(mean_d, mean_t):
+            for value, curve in ((losses.d, record.loss_d), (losses.t, record.loss_t)):
+                if value is not None:
+                    curve.append(value)
+            if losses.supervised is not None:
+                record.loss_supervised.append(losses.supervised)
+            if rule.update(losses):
                 record.stopped_by_rule = True
                 break
         record.seconds = time.perf_counter() - start
