@@ -425,7 +425,11 @@ def experiment_commit(paths: Paths, name: str) -> str:
         capture_output=True,
         text=True,
     )
-    found = [line.split()[0] for line in proc.stdout.splitlines() if line.rsplit("/", 1)[-1] == name]
+    found = [  # refs/exps/<baseline>/<name>; refs/exps/exec/ holds DVC's own bookkeeping
+        line.split()[0]
+        for line in proc.stdout.splitlines()
+        if line.rsplit("/", 1)[-1] == name and not line.split()[1].startswith("refs/exps/exec/")
+    ]
     if len(found) != 1:
         raise HsixaiError(
             f"DVC experiment {name!r} (the selection's recommended point): expected one experiment of that name "
