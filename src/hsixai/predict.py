@@ -179,8 +179,8 @@ def _window(scene: MapScene, window: Window | None) -> Window:
     return window
 
 
-def _mask(path: Path, scene: MapScene, var: str | None) -> np.ndarray:
-    mask, grid = read_mask_and_grid(path, "mask", var)
+def _mask(path: Path, scene: MapScene) -> np.ndarray:
+    mask, grid = read_mask_and_grid(path, "mask", None)
     check_mask_shape(mask, scene.shape, f"{path}: mask (scene {scene.path})")
     if grid is not None and scene.georef is not None and not scene.georef.same_grid(grid):
         raise HsixaiError(
@@ -219,7 +219,7 @@ def predict_map(
             raise HsixaiError(
                 f"{bundle.directory}: a uint8 map holds at most 254 classes, found {len(meta.class_names)}"
             )
-        selected = None if options.mask is None else _mask(options.mask, scene, options.var)
+        selected = None if options.mask is None else _mask(options.mask, scene)
         grid = _window_grid(scene.georef, win)
         info = {
             "scene": str(scene.path),
@@ -465,6 +465,8 @@ def run_predict(request: PredictRequest, paths: Paths, progress: bool = True) ->
         raise HsixaiError(f"--out: expected a GeoTIFF path ending in .tif, found {request.out}")
     if request.out.is_dir():
         raise HsixaiError(f"--out: expected a file path, found the directory {request.out}")
+    if request.options.batch_size < 1:
+        raise HsixaiError(f"--batch-size: expected a positive integer, found {request.options.batch_size}")
     device = resolve_device(request.device, "--device")
     with tempfile.TemporaryDirectory(prefix="hsixai-bundle-") as tmp:
         if request.model is None:

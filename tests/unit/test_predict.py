@@ -347,3 +347,31 @@ def test_default_model_needs_a_selection(setup, tmp_path, out, capsys):
     _, raw, _ = setup
     code = main(["--root", str(tmp_path), "--no-progress", "predict", str(raw), "--out", str(out)])
     _assert_refused(code, capsys.readouterr().err, out, "selection.json", "no selection found")
+
+
+def _selection(root: Path, groups: dict) -> None:
+    (root / "reports").mkdir()
+    (root / "reports" / "selection.json").write_text(json.dumps({"x": "patch_size", "groups": groups}))
+
+
+def _group(experiment: str) -> dict:
+    return {
+        "recommended": {"patch_size": 5},
+        "rows": [{"patch_size": 3, "experiment": "other"}, {"patch_size": 5, "experiment": experiment}],
+    }
+
+
+def test_default_model_with_several_groups_needs_group(setup, tmp_path, out, capsys):
+    _, raw, _ = setup
+    _selection(tmp_path, {"model=cnn2d": _group("a"), "model=vit": _group("b")})
+    code = main(["--root", str(tmp_path), "--no-progress", "predict", str(raw), "--out", str(out)])
+    _assert_refused(code, capsys.readouterr().err, out, "2 groups (model=cnn2d, model=vit)", "--group")
+    code = main(["--root", str(tmp_path), "predict", str(raw), "--out", str(out), "--group", "model=x"])
+    _assert_refused(code, capsys.readouterr().err, out, "--group: expected one of model=cnn2d, model=vit")
+
+
+def test_default_model_names_an_experiment_this_repository_lacks(setup, tmp_path, out, capsys):
+    _, raw, _ = setup
+    _selection(tmp_path, {"model=vit": _group("gone-p5")})
+    code = main(["--root", str(tmp_path), "predict", str(raw), "--out", str(out), "--group", "model=vit"])
+    _assert_refused(code, capsys.readouterr().err, out, "DVC experiment 'gone-p5'", "found 0")
