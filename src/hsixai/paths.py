@@ -6,6 +6,7 @@ queued experiments in temporary copies of the repository.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -456,6 +457,11 @@ class SelectionReport:
     @property
     def files(self) -> tuple[Path, Path, Path]:
         return self.json, self.markdown, self.figure
+
+    def recommended_map(self, group: str) -> MapFiles:
+        """The workspace scene mapped by a group's recommended point (hsixai sweep, after the selection)."""
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", group).strip("_") or "all"
+        return MapFiles(self.directory / f"map_{slug}.tif")
 
 
 @dataclass(frozen=True)

@@ -375,3 +375,20 @@ def test_default_model_names_an_experiment_this_repository_lacks(setup, tmp_path
     _selection(tmp_path, {"model=vit": _group("gone-p5")})
     code = main(["--root", str(tmp_path), "predict", str(raw), "--out", str(out), "--group", "model=vit"])
     _assert_refused(code, capsys.readouterr().err, out, "DVC experiment 'gone-p5'", "found 0")
+
+
+def test_sweep_maps_each_groups_recommended_point_into_reports(tmp_path):
+    from hsixai.config import Params
+    from hsixai.paths import Paths
+    from hsixai.sweep import map_commands
+
+    report = {
+        "x": "patch_size",
+        "groups": {"model=cnn2d": _group("a"), "model=vit": {"recommended": {"patch_size": None}, "rows": []}},
+    }
+    paths = Paths.at(tmp_path)
+    (command,) = map_commands(Params(), paths, report, progress=False)
+    out = tmp_path / "reports" / "map_model_cnn2d.tif"
+    assert command[:3] == ["hsixai", "--no-progress", "predict"] and command[3] == str(tmp_path / "data/synthetic")
+    assert command[command.index("--group") + 1] == "model=cnn2d" and command[command.index("--out") + 1] == str(out)
+    assert paths.selection_report().recommended_map("all").classes.name == "map_all.tif"
