@@ -191,6 +191,12 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
         metavar="NM",
         help="how far a band's centre may lie from the training scene's (default: 3 nm)",
     )
+    command.add_argument(
+        "--scene-from-experiment",
+        action="store_true",
+        help="read SCENE (a path in the repository, e.g. data/synthetic) from the recommended experiment's commit "
+        "and the DVC cache: a workspace that never ran the data stages (hsixai sweep on a fresh clone)",
+    )
     command.add_argument("--batch-size", type=int, default=512, help="patches per forward pass")
     command.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
@@ -217,6 +223,7 @@ def _predict(args: argparse.Namespace, paths: Paths) -> None:
         args.group,
         args.device,
         options,
+        args.scene_from_experiment,
     )
     summary = run_predict(request, paths, progress=not args.no_progress)
     print(

@@ -198,6 +198,7 @@ def predict_map(
     device: torch.device | str = "cpu",
     progress: bool = True,
     title: str | None = None,
+    scene_label: str | None = None,
 ) -> dict:
     """Map `scene_path` with `bundle` into `out`: (class map, probabilities, quick-look), written as given (the
     caller stages them; MapFiles.files names them beside each other).
@@ -222,7 +223,7 @@ def predict_map(
         selected = None if options.mask is None else _mask(options.mask, scene)
         grid = _window_grid(scene.georef, win)
         info = {
-            "scene": str(scene.path),
+            "scene": scene_label or str(scene.path),
             "window": [win.row, win.col, win.height, win.width],
             "crs": None if grid is None else grid.crs,
             **bundles.describe(meta),
@@ -236,7 +237,7 @@ def predict_map(
         meta.class_names,
         metres,
         out[2],
-        title or f"{meta.model} p={meta.patch_size}, {meta.n_instances} instances: {scene.path.name}",
+        title or f"{meta.model} p={meta.patch_size}, {meta.n_instances} instances: {scene_label or scene.path.name}",
     )
     return {**info, **counts}
 
@@ -457,6 +458,9 @@ class PredictRequest:
     group: str | None = None
     device: str = "auto"
     options: MapOptions = MapOptions()
+    # `scene` is a path in the repository, read from the recommended experiment's commit and the DVC cache
+    # (a fresh clone's workspace after `hsixai sweep` never ran the data stages itself)
+    scene_from_experiment: bool = False
 
 
 def run_predict(request: PredictRequest, paths: Paths, progress: bool = True) -> dict:
@@ -468,18 +472,38 @@ def run_predict(request: PredictRequest, paths: Paths, progress: bool = True) ->
     if request.options.batch_size < 1:
         raise HsixaiError(f"--batch-size: expected a positive integer, found {request.options.batch_size}")
     device = resolve_device(request.device, "--device")
+    if request.scene_from_experiment and request.model is not None:
+        raise HsixaiError(
+            "--scene-from-experiment: expected the default model (the recommended experiment), found --model"
+        )
+    scene, label = request.scene, None
     with tempfile.TemporaryDirectory(prefix="hsixai-bundle-") as tmp:
         if request.model is None:
             name, rev, _ = recommended_experiment(paths, request.group)
             log.info("the selection's recommended point: experiment %s (%s)", name, rev[:7])
             bundle_of_experiment(paths, name, rev, Path(tmp) / "bundle")
             model_dir = Path(tmp) / "bundle"
+            if request.scene_from_experiment:
+                scene = _experiment_scene(paths, name, rev, request.scene, Path(tmp) / "scene")
+                label = f"{request.scene} of DVC experiment {name}"
         else:
             model_dir = request.model
         bundle = bundles.load_bundle(model_dir, device)
         with staged_outputs(files=MapFiles(request.out).files) as staged:
-            summary = predict_map(request.scene, bundle, tuple(staged), request.options, device, progress)
+            summary = predict_map(scene, bundle, tuple(staged), request.options, device, progress, scene_label=label)
     return summary
+
+
+def _experiment_scene(paths: Paths, name: str, rev: str, scene: Path, out: Path) -> Path:
+    """`scene` (a path in the repository) as experiment `name`'s commit has it, copied to `out`."""
+    from dvc.api import DVCFileSystem
+
+    relative = str(paths.resolve(scene).relative_to(paths.root))
+    fs = DVCFileSystem(str(paths.root), rev=rev)
+    if not fs.exists(relative):
+        raise HsixaiError(f"{scene}: not found in DVC experiment {name!r} ({rev[:7]}); expected the scene it mapped")
+    fs.get(relative, str(out), recursive=fs.isdir(relative))
+    return out
 
 
 def run_bundle(params: Params, paths: Paths, progress: bool = True) -> dict:

@@ -242,20 +242,10 @@ def map_commands(params: Params, paths: Paths, report: dict, progress: bool) -> 
         out = paths.selection_report().recommended_map(label).classes
         scene = paths.resolve(params.data.raw_dir)
         quiet = [] if progress else ["--no-progress"]
-        commands.append(
-            [
-                "hsixai",
-                *quiet,
-                "predict",
-                str(scene),
-                "--group",
-                label,
-                "--out",
-                str(out),
-                "--device",
-                params.train.device,
-            ]
-        )
+        # A fresh clone's workspace never ran the data stages: the scene then comes from the experiment.
+        where = [str(scene)] if scene.exists() else [params.data.raw_dir, "--scene-from-experiment"]
+        command = ["hsixai", *quiet, "predict", *where, "--group", label, "--out", str(out)]
+        commands.append([*command, "--device", params.train.device])
     return commands
 
 

@@ -90,3 +90,12 @@ def _predict_defaults_to_the_selections_recommended_experiment(root: Path, tmp_p
         with rasterio.open(ours) as a, rasterio.open(theirs) as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.tags()["EXPERIMENT"] == "tiny-p5" and b.tags()["POINT"] == "workspace"
+
+    # What `hsixai sweep` does on a fresh clone, whose workspace never ran the data stages: the scene too is
+    # read from the experiment's commit and the DVC cache.
+    shutil.rmtree(root / "data" / "synthetic")
+    out = tmp_path / "fresh.tif"
+    run(["hsixai", "--no-progress", "predict", "data/synthetic", "--scene-from-experiment", "--out", str(out)], root)
+    with rasterio.open(out) as a, rasterio.open(expected.classes) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+        assert a.tags()["SCENE"] == "data/synthetic of DVC experiment tiny-p5"

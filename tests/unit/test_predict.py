@@ -311,7 +311,9 @@ def test_missing_bundle(setup, tmp_path, out, capsys):
     [
         (lambda d: (d / BUNDLE_META).write_text("{not json"), ["bundle.json", "not a readable JSON"]),
         (lambda d: (d / BUNDLE_META).write_text('{"format": "other"}'), ["bundle.json", "found format 'other'"]),
-        (lambda d: instance_checkpoint(d, 1).write_bytes(b"junk"), ["instance_1.pt", "not a tensors-only checkpoint"]),
+        (lambda d: instance_checkpoint(d, 1).write_bytes(b"garbage"), ["instance_1.pt", "tensors-only checkpoint"]),
+        # 'j' is a pickle opcode that reads 4 more bytes: torch's unpickler raised struct.error (a traceback)
+        (lambda d: instance_checkpoint(d, 1).write_bytes(b"junk"), ["instance_1.pt", "not a readable checkpoint"]),
         (lambda d: instance_checkpoint(d, 0).unlink(), ["instance_0.pt", "checkpoint not found"]),
         (lambda d: torch.save({"state_dict": {}, "meta": {}, "code": print}, instance_checkpoint(d, 0)), ["refused"]),
     ],
@@ -387,8 +389,12 @@ def test_sweep_maps_each_groups_recommended_point_into_reports(tmp_path):
         "groups": {"model=cnn2d": _group("a"), "model=vit": {"recommended": {"patch_size": None}, "rows": []}},
     }
     paths = Paths.at(tmp_path)
+    (fresh_clone,) = map_commands(Params(), paths, report, progress=False)
+    assert fresh_clone[:5] == ["hsixai", "--no-progress", "predict", "data/synthetic", "--scene-from-experiment"]
+    (tmp_path / "data" / "synthetic").mkdir(parents=True)
     (command,) = map_commands(Params(), paths, report, progress=False)
     out = tmp_path / "reports" / "map_model_cnn2d.tif"
-    assert command[:3] == ["hsixai", "--no-progress", "predict"] and command[3] == str(tmp_path / "data/synthetic")
+    assert command[:4] == ["hsixai", "--no-progress", "predict", str(tmp_path / "data" / "synthetic")]
     assert command[command.index("--group") + 1] == "model=cnn2d" and command[command.index("--out") + 1] == str(out)
+    assert "--scene-from-experiment" not in command
     assert paths.selection_report().recommended_map("all").classes.name == "map_all.tif"
