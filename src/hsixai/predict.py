@@ -302,8 +302,6 @@ def _write_maps(scene, bundle, win, selected, grid, out, options, device, progre
     radius = meta.patch_size // 2
     height, width = scene.shape
     col_lo, col_hi = _span(win.col, win.col + win.width, radius, width, meta.patch_size)
-    fill = np.asarray(meta.fill, dtype=np.float32)[:, None]
-    kept = np.asarray(meta.bands)
     common = {
         "driver": "GTiff",
         "height": win.height,
@@ -327,16 +325,7 @@ def _write_maps(scene, bundle, win, selected, grid, out, options, device, progre
             for start in range(win.row, win.row + win.height, rows_per_block):
                 stop = min(start + rows_per_block, win.row + win.height)
                 row_lo, row_hi = _span(start, stop, radius, height, meta.patch_size)
-                raw = scene.read_rows(row_lo, row_hi)[:, :, col_lo:col_hi][kept].astype(np.float32)
-                missing = ~np.isfinite(raw).all(axis=0)  # [rows, cols]
-                if scene.nodata is not None:
-                    missing |= scene.nodata[row_lo:row_hi, col_lo:col_hi]
-                scaled = meta.scale(raw)
-                del raw
-                if missing.any():
-                    scaled[:, missing] = fill
-                sampler = PatchSampler(scaled, np.asarray(meta.mean), np.asarray(meta.std), meta.patch_size, device)
-                del scaled
+                sampler, missing = _block_sampler(scene, meta, (row_lo, row_hi), (col_lo, col_hi), device)
                 rows, cols = np.mgrid[start:stop, win.col : win.col + win.width]
                 take = ~missing[start - row_lo : stop - row_lo, win.col - col_lo : win.col - col_lo + win.width]
                 nodata_pixels += int((~take).sum())
@@ -363,6 +352,23 @@ def _write_maps(scene, bundle, win, selected, grid, out, options, device, progre
         "nodata_pixels": nodata_pixels,
         "pixels_per_class": dict(zip(meta.class_names, per_class.tolist())),
     }
+
+
+def _block_sampler(
+    scene: MapScene, meta: bundles.BundleMeta, rows: tuple[int, int], cols: tuple[int, int], device
+) -> tuple[PatchSampler, np.ndarray]:
+    """The scene's rows[0]:rows[1], cols[0]:cols[1] as training made its input: a PatchSampler over the kept
+    bands [bands, rows, cols], scaled with the training scene's range, pixels without data filled; and those
+    pixels, bool [rows, cols] (NaN or Inf in a kept band, or the scene's no-data mask)."""
+    raw = scene.read_rows(*rows)[:, :, cols[0] : cols[1]][np.asarray(meta.bands)].astype(np.float32)
+    missing = ~np.isfinite(raw).all(axis=0)
+    if scene.nodata is not None:
+        missing |= scene.nodata[rows[0] : rows[1], cols[0] : cols[1]]
+    scaled = meta.scale(raw)
+    del raw  # one block in memory at a time, not two
+    if missing.any():
+        scaled[:, missing] = np.asarray(meta.fill, dtype=np.float32)[:, None]
+    return PatchSampler(scaled, np.asarray(meta.mean), np.asarray(meta.std), meta.patch_size, device), missing
 
 
 def _mean_probabilities(models, sampler: PatchSampler, centres: torch.Tensor, batch_size: int) -> np.ndarray:
