@@ -25,6 +25,11 @@ STAGES: dict[str, tuple[str, str]] = {
         "Jensen-Shannon consistency of the explanations -> metrics/consistency.json",
         "xai.consistency:run",
     ),
+    "bundle": (
+        "the workspace point's model bundle (checkpoints + bands, scaling, classes) -> bundle/",
+        "predict:run_bundle",
+    ),
+    "map": ("the workspace scene mapped by the workspace point's bundle -> maps/scene.tif (+ .png)", "predict:run_map"),
     "adapt_synthesize": (
         "synthesize the target acquisition for domain adaptation -> data/adapt/target_synthetic",
         "data.synthetic:run_target",
@@ -92,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
                 help="the same as --profile published",
             )
     _add_convert(sub)
+    _add_predict(sub)
     return parser
 
 
@@ -145,6 +151,89 @@ def _convert(args: argparse.Namespace) -> None:
     )
 
 
+def _add_predict(sub: argparse._SubParsersAction) -> None:
+    command = sub.add_parser(
+        "predict",
+        help="map an acquisition with a trained point -> a GeoTIFF of crop classes, one of probabilities and a PNG",
+        description="Map an acquisition (a raw directory, or any cube file `hsixai convert` reads) with a trained "
+        "point: OUT (uint8 classes, 0 = not classified, class k -> k + 1, colour table and crop names), "
+        "OUT's name + .probability.tif (float32: the mean of the instances' softmax) and OUT's name + .png "
+        "(quick-look). Without --model: the recommended point of the last selection (reports/selection.json), "
+        "its model bundle built from the DVC experiment's commit and cache. The workspace point's bundle is "
+        "bundle/ (dvc repro bundle).",
+    )
+    command.add_argument("scene", help="raw directory (hsi.npy, ...) or a .tif / ENVI / .mat / .npy / PRISMA .he5 cube")
+    command.add_argument("--out", required=True, help="the class map to write (.tif); the others are put beside it")
+    command.add_argument(
+        "--model",
+        default=None,
+        help="a model bundle directory (e.g. bundle/); default: the selection's recommended point",
+    )
+    command.add_argument("--group", default=None, help="with several models in the selection: which group's point")
+    command.add_argument(
+        "--window",
+        type=int,
+        nargs=4,
+        metavar=("ROW", "COL", "HEIGHT", "WIDTH"),
+        default=None,
+        help="map only this rectangle of the scene (pixels)",
+    )
+    command.add_argument("--mask", default=None, help="[H, W] on the scene's grid (.tif, .npy, ...): nonzero = map")
+    command.add_argument(
+        "--softmax", action="store_true", help="every class's probability (one band each) instead of the chosen one's"
+    )
+    command.add_argument("--wavelengths", default=None, help="band centres for a cube file without them")
+    command.add_argument("--band-axis", type=int, default=None, help="the cube file's band axis (default: detected)")
+    command.add_argument("--var", default=None, help="the cube's variable in a .mat file")
+    command.add_argument(
+        "--wavelength-tolerance",
+        type=float,
+        default=None,
+        metavar="NM",
+        help="how far a band's centre may lie from the training scene's (default: 3 nm)",
+    )
+    command.add_argument(
+        "--scene-from-experiment",
+        action="store_true",
+        help="read SCENE (a path in the repository, e.g. data/synthetic) from the recommended experiment's commit "
+        "and the DVC cache: a workspace that never ran the data stages (hsixai sweep on a fresh clone)",
+    )
+    command.add_argument("--batch-size", type=int, default=512, help="patches per forward pass")
+    command.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def _predict(args: argparse.Namespace, paths: Paths) -> None:
+    from pathlib import Path
+
+    from .predict import DEFAULT_TOLERANCE_NM, MapOptions, PredictRequest, Window, run_predict
+
+    options = MapOptions(
+        window=None if args.window is None else Window(*args.window),
+        mask=None if args.mask is None else Path(args.mask),
+        softmax=args.softmax,
+        band_axis=args.band_axis,
+        var=args.var,
+        wavelengths=None if args.wavelengths is None else Path(args.wavelengths),
+        tolerance_nm=DEFAULT_TOLERANCE_NM if args.wavelength_tolerance is None else args.wavelength_tolerance,
+        batch_size=args.batch_size,
+    )
+    request = PredictRequest(
+        Path(args.scene),
+        Path(args.out),
+        None if args.model is None else Path(args.model),
+        args.group,
+        args.device,
+        options,
+        args.scene_from_experiment,
+    )
+    summary = run_predict(request, paths, progress=not args.no_progress)
+    print(
+        f"{args.out}: {summary['classified_pixels']} pixels classified by {summary['model']} "
+        f"p={summary['patch_size']} ({summary['instances']} instances, mean softmax), map grid: "
+        f"{summary['crs'] or 'none (pixel grid)'}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(format="%(levelname)s: %(message)s", level=logging.WARNING, stream=sys.stderr)
     logging.addLevelName(logging.WARNING, "warning")
@@ -153,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "convert":  # not a DVC stage: no params
             _convert(args)
+            return 0
+        if args.command == "predict":  # not a DVC stage either: it takes its options on the command line
+            _predict(args, paths)
             return 0
         params = load_params(args.params or paths.params)
         extra = {"jobs": args.jobs, "profile": args.profile} if args.command == "sweep" else {}

@@ -6,6 +6,7 @@ queued experiments in temporary copies of the repository.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,34 @@ RAW_GEOREF = "georef.json"  # optional: the map grid (src/hsixai/data/georef.py)
 # Summaries written beside the raw format by the command that made it; no reader needs them.
 RAW_SYNTHETIC_SUMMARY = "scene.json"  # hsixai synthesize and the adapt_*synthesize stages
 RAW_CONVERT_SUMMARY = "convert.json"  # hsixai convert
+# A model bundle (src/hsixai/bundle.py): what `hsixai predict` needs to apply a trained point, self-contained.
+BUNDLE_META = "bundle.json"
+
+
+def instance_checkpoint(directory: Path, instance: int) -> Path:
+    """One instance's tensors-only checkpoint: in models/ (train), and the same file in a model bundle."""
+    return directory / f"instance_{instance}.pt"
+
+
+@dataclass(frozen=True)
+class MapFiles:
+    """What `hsixai predict` writes for one map: `classes` is the path the user names (a .tif)."""
+
+    classes: Path
+
+    @property
+    def probability(self) -> Path:
+        """float32 GeoTIFF beside the class map: the chosen class's probability, or every class's (--softmax).
+        A GeoTIFF holds one data type for all its bands, so it cannot share the uint8 class map's file."""
+        return self.classes.with_name(f"{self.classes.stem}.probability.tif")
+
+    @property
+    def quicklook(self) -> Path:
+        return self.classes.with_suffix(".png")
+
+    @property
+    def files(self) -> tuple[Path, Path, Path]:
+        return self.classes, self.probability, self.quicklook
 
 
 @dataclass(frozen=True)
@@ -101,7 +130,7 @@ class Paths:
 
     def checkpoint(self, instance: int, directory: Path | None = None) -> Path:
         """The best-dev checkpoint of one model instance (train)."""
-        return (directory or self.models_dir) / f"instance_{instance}.pt"
+        return instance_checkpoint(directory or self.models_dir, instance)
 
     def training_curve(self, instance: int, directory: Path | None = None) -> Path:
         """One instance's metrics per epoch, a DVC plot (train)."""
@@ -110,6 +139,19 @@ class Paths:
     def confusion_table(self, directory: Path | None = None) -> Path:
         """The best-dev instance's test predictions, one `actual,predicted` row per pixel, a DVC plot (evaluate)."""
         return (directory or self.plots_dir("evaluate")) / "confusion.csv"
+
+    @property
+    def bundle_dir(self) -> Path:
+        """The workspace point's model bundle (stage bundle; src/hsixai/bundle.py)."""
+        return self.root / "bundle"
+
+    @property
+    def maps_dir(self) -> Path:
+        return self.root / "maps"
+
+    def scene_map(self, directory: Path | None = None) -> MapFiles:
+        """The map of the workspace scene by the workspace point (stage map)."""
+        return MapFiles((directory or self.maps_dir) / "scene.tif")
 
     @property
     def reports_dir(self) -> Path:
@@ -424,6 +466,11 @@ class SelectionReport:
     @property
     def files(self) -> tuple[Path, Path, Path]:
         return self.json, self.markdown, self.figure
+
+    def recommended_map(self, group: str) -> MapFiles:
+        """The workspace scene mapped by a group's recommended point (hsixai sweep, after the selection)."""
+        slug = re.sub(r"[^A-Za-z0-9.-]+", "_", group).strip("_") or "all"
+        return MapFiles(self.directory / f"map_{slug}.tif")
 
 
 @dataclass(frozen=True)

@@ -405,3 +405,64 @@ def radial_profile(result: dict, class_names: Sequence[str], path: Path, title: 
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     _save(fig, path)
+
+
+def class_colours_rgb(n: int) -> list[tuple[int, int, int]]:
+    """class_colours as 0-255 integer RGB, for a GeoTIFF's colour table."""
+    from matplotlib.colors import to_rgb
+
+    return [tuple(int(round(255 * v)) for v in to_rgb(c)) for c in class_colours(n)]
+
+
+def crop_map(codes: np.ndarray, class_names: Sequence[str], pixel_m: float | None, path: Path, title: str) -> None:
+    """A map's quick-look: codes uint8 [H, W] (0 = not classified, white; k = class k - 1), a legend of the crop
+    names with their share of the classified pixels, and a km scale bar when the map is georeferenced
+    (`pixel_m`: metres per pixel of `codes`; None = the pixel grid, no scale)."""
+    k = len(class_names)
+    height, width = codes.shape
+    fig, ax = plt.subplots(figsize=(7.5, 7.5 * height / width))
+    ax.imshow(codes, cmap=ListedColormap(["#ffffff"] + class_colours(k)), vmin=0, vmax=k, interpolation="nearest")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    counts = np.bincount(codes.ravel(), minlength=k + 1)[1:]
+    shares = counts / max(1, counts.sum())
+    handles = [Patch(color=c, label=f"{n} ({s:.0%})") for c, n, s in zip(class_colours(k), class_names, shares)]
+    ax.legend(
+        handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.01), ncol=min(k, 3), frameon=False, fontsize=9
+    )
+    if pixel_m is not None:
+        _scale_bar(ax, pixel_m, width, height)
+    ax.set_title(title + ("" if pixel_m is not None else " (pixel grid: not georeferenced)"), fontsize=10)
+    fig.savefig(path, dpi=110, bbox_inches="tight", format="png")  # the path may be a staging name
+    plt.close(fig)
+
+
+def _scale_bar(ax, pixel_m: float, width: int, height: int) -> None:
+    """A black-and-white bar of a round length in km, about a fifth of the map's width, lower left."""
+    target_km = width * pixel_m / 5000
+    lengths = [n * 10.0**e for e in range(-2, 4) for n in (1, 2, 5)]
+    km = max([x for x in lengths if x <= target_km] or [lengths[0]])
+    bar_px = km * 1000 / pixel_m
+    x0, y0 = 0.04 * width, 0.95 * height
+    thickness = max(1.0, 0.012 * height)
+    for i in range(2):
+        ax.add_patch(
+            plt.Rectangle(
+                (x0 + i * bar_px / 2, y0 - thickness),
+                bar_px / 2,
+                thickness,
+                facecolor="k" if i == 0 else "w",
+                edgecolor="k",
+                linewidth=0.8,
+            )
+        )
+    label = f"{km:g} km" if km >= 1 else f"{km * 1000:g} m"
+    ax.text(
+        x0 + bar_px / 2,
+        y0 - 1.8 * thickness,
+        label,
+        ha="center",
+        va="bottom",
+        fontsize=9,
+        bbox={"facecolor": "white", "alpha": 0.85, "edgecolor": "none", "pad": 1},
+    )

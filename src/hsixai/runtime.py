@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def load_checkpoint(
             f"{path}: refused: not a tensors-only checkpoint ({_unpickler_reason(exc)}); "
             f"only load checkpoints written by {written_by}"
         ) from None
-    except (RuntimeError, OSError, EOFError, KeyError, ValueError) as exc:  # truncated, empty, not a torch file
+    # truncated, empty, not a torch file; struct.error: bytes that the unpickler reads as a truncated opcode
+    except (RuntimeError, OSError, EOFError, KeyError, ValueError, struct.error) as exc:
         raise HsixaiError(
             f"{path}: not a readable checkpoint ({_first_line(exc)}); expected one written by {written_by}"
         ) from None

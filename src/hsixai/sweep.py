@@ -230,7 +230,33 @@ def run(
     )
     if failed:
         raise HsixaiError(f"{len(failed)} of {len(todo)} experiments failed: {', '.join(failed)} (logs above)")
+    map_recommended(params, paths, report, env, progress)
     return report
+
+
+def map_commands(params: Params, paths: Paths, report: dict, progress: bool) -> list[list[str]]:
+    """`hsixai predict` of the workspace scene by each group's recommended point -> reports/map_<group>.tif."""
+    commands = []
+    for label, group in report["groups"].items():
+        if group["recommended"].get(report["x"]) is None:
+            continue
+        out = paths.selection_report().recommended_map(label).classes
+        scene = paths.resolve(params.data.raw_dir)
+        quiet = [] if progress else ["--no-progress"]
+        # A fresh clone's workspace never ran the data stages: the scene then comes from the experiment.
+        where = [str(scene)] if scene.exists() else [params.data.raw_dir, "--scene-from-experiment"]
+        command = ["hsixai", *quiet, "predict", *where, "--group", label, "--out", str(out)]
+        commands.append([*command, "--device", params.train.device])
+    return commands
+
+
+def map_recommended(params: Params, paths: Paths, report: dict, env: dict[str, str], progress: bool) -> None:
+    """The maps of the recommended points (docs/maps.md), each in its own process: its bundle is built from
+    the experiment's commit, so the workspace is untouched. `make run` ends with them."""
+    for cmd in map_commands(params, paths, report, progress):
+        print(f"sweep: {' '.join(cmd[cmd.index('predict') :])}", flush=True)
+        if subprocess.run(cmd, cwd=paths.root, env=env).returncode != 0:
+            raise HsixaiError(f"the map of a recommended point failed ({' '.join(cmd)}); the selection is written")
 
 
 class _SweepRecord:
