@@ -27,6 +27,7 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
@@ -260,3 +261,35 @@ def describe(meta: BundleMeta) -> dict[str, Any]:
         "probabilities": meta.probabilities,
         **{k: v for k, v in meta.source.items() if isinstance(v, (str, int, float))},
     }
+
+
+# --------------------------------------------------------------------------- a DVC experiment's point
+def experiment_commit(paths: Paths, name: str) -> str:
+    """The git commit of DVC experiment `name` (its ref refs/exps/.../<name>)."""
+    proc = subprocess.run(
+        ["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
+        cwd=paths.root,
+        capture_output=True,
+        text=True,
+    )
+    found = [  # refs/exps/<baseline>/<name>; refs/exps/exec/ holds DVC's own bookkeeping
+        line.split()[0]
+        for line in proc.stdout.splitlines()
+        if line.rsplit("/", 1)[-1] == name and not line.split()[1].startswith("refs/exps/exec/")
+    ]
+    if len(found) != 1:
+        raise HsixaiError(
+            f"DVC experiment {name!r} (the selection's recommended point): expected one experiment of that name "
+            f"in this repository, found {len(found)} (`dvc exp list`)"
+        )
+    return found[0]
+
+
+def bundle_of_experiment(paths: Paths, name: str, rev: str, out: Path) -> BundleMeta:
+    """The model bundle of a DVC experiment's point, from its commit and the DVC cache (nothing checked out)."""
+    import yaml
+
+    opener = revision_opener(paths, rev)
+    with opener(paths.params_name) as fh:
+        instances = int(yaml.safe_load(fh.read())["train"]["instances"])
+    return write_bundle(out, paths, opener, list(range(instances)), {"experiment": name, "git_commit": rev})

@@ -167,7 +167,8 @@ def _add_predict(sub: argparse._SubParsersAction) -> None:
     command.add_argument(
         "--model",
         default=None,
-        help="a model bundle directory (e.g. bundle/); default: the selection's recommended point",
+        help="a model bundle directory (e.g. bundle/), or a registered version (models:/hsixai-cnn2d@champion); "
+        "default: the selection's recommended point",
     )
     command.add_argument("--group", default=None, help="with several models in the selection: which group's point")
     command.add_argument(

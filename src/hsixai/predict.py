@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
 import tempfile
 import warnings
 from dataclasses import dataclass
@@ -39,7 +38,7 @@ from tqdm import tqdm
 
 from . import bundle as bundles
 from . import paths as names
-from . import plots
+from . import plots, tracking
 from .checks import check_mask_shape
 from .config import Params
 from .data.formats import Stored, open_stored, read_mask_and_grid, read_wavelength_file, resolve_band_axis
@@ -52,6 +51,9 @@ from .paths import MapFiles, Paths
 from .runtime import resolve_device
 
 log = logging.getLogger(__name__)
+
+# --model models:/hsixai-cnn2d@champion (or /<version>): a bundle `hsixai select` registered
+REGISTRY_SCHEME = "models:/"
 
 BLOCK_BYTES = 64 * 2**20  # raw rows read per block (all bands); what the block costs in memory is a few times this
 DEFAULT_TOLERANCE_NM = 3.0
@@ -421,38 +423,7 @@ def recommended_experiment(paths: Paths, group: str | None) -> tuple[str, str, d
     if x is None or row is None:
         raise HsixaiError(f"{path}: group {label!r} recommends no point ({recommended.get('missing')} missing)")
     name = row["experiment"]
-    return name, experiment_commit(paths, name), row
-
-
-def experiment_commit(paths: Paths, name: str) -> str:
-    """The git commit of DVC experiment `name` (its ref refs/exps/.../<name>)."""
-    proc = subprocess.run(
-        ["git", "for-each-ref", "--format=%(objectname) %(refname)", "refs/exps"],
-        cwd=paths.root,
-        capture_output=True,
-        text=True,
-    )
-    found = [  # refs/exps/<baseline>/<name>; refs/exps/exec/ holds DVC's own bookkeeping
-        line.split()[0]
-        for line in proc.stdout.splitlines()
-        if line.rsplit("/", 1)[-1] == name and not line.split()[1].startswith("refs/exps/exec/")
-    ]
-    if len(found) != 1:
-        raise HsixaiError(
-            f"DVC experiment {name!r} (the selection's recommended point): expected one experiment of that name "
-            f"in this repository, found {len(found)} (`dvc exp list`)"
-        )
-    return found[0]
-
-
-def bundle_of_experiment(paths: Paths, name: str, rev: str, out: Path) -> bundles.BundleMeta:
-    """The model bundle of a DVC experiment's point, from its commit and the DVC cache (nothing checked out)."""
-    import yaml
-
-    opener = bundles.revision_opener(paths, rev)
-    with opener(paths.params_name) as fh:
-        instances = int(yaml.safe_load(fh.read())["train"]["instances"])
-    return bundles.write_bundle(out, paths, opener, list(range(instances)), {"experiment": name, "git_commit": rev})
+    return name, bundles.experiment_commit(paths, name), row
 
 
 # --------------------------------------------------------------------------- entry points
@@ -487,11 +458,13 @@ def run_predict(request: PredictRequest, paths: Paths, progress: bool = True) ->
         if request.model is None:
             name, rev, _ = recommended_experiment(paths, request.group)
             log.info("the selection's recommended point: experiment %s (%s)", name, rev[:7])
-            bundle_of_experiment(paths, name, rev, Path(tmp) / "bundle")
+            bundles.bundle_of_experiment(paths, name, rev, Path(tmp) / "bundle")
             model_dir = Path(tmp) / "bundle"
             if request.scene_from_experiment:
                 scene = _experiment_scene(paths, name, rev, request.scene, Path(tmp) / "scene")
                 label = f"{request.scene} of DVC experiment {name}"
+        elif str(request.model).startswith(REGISTRY_SCHEME):  # a version in MLflow's Model Registry
+            model_dir = tracking.download_model(paths, str(request.model), Path(tmp) / "registered")
         else:
             model_dir = request.model
         bundle = bundles.load_bundle(model_dir, device)

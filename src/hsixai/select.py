@@ -481,7 +481,61 @@ def run(
         plots.selection(report, staged.figure)
     print(markdown(report))
     tracking.log_selection(params, paths, report, list(paths.selection_report().files))
+    for label, uri in register_recommended(params, paths, report, list(latest.values())).items():
+        print(f"select: {label}: the recommended point is registered as {uri}", flush=True)
     return report
+
+
+def register_recommended(params: Params, paths: Paths, report: dict, exps: list[Experiment]) -> dict[str, str]:
+    """Each group's recommended point as a new version of hsixai-<model> in MLflow's Model Registry: label -> URI.
+
+    The version holds the point's model bundle (tensors-only checkpoints and plain metadata, built from the
+    experiment's commit and the DVC cache) and carries the experiment's name and commit, its params, its leak-free
+    test metrics and consistency scores. Its alias is `champion`, or `champion-<group>` where several groups
+    recommend points of one architecture (each group has its own champion).
+    """
+    import tempfile
+
+    from . import bundle
+
+    chosen = {label: _recommended_experiment(report, label, exps) for label in report["groups"]}
+    chosen = {label: e for label, e in chosen.items() if e is not None}
+    per_model: dict[str, int] = {}
+    for e in chosen.values():
+        per_model[e.params.get("model")] = per_model.get(e.params.get("model"), 0) + 1
+    registered = {}
+    for label, e in chosen.items():
+        model = str(e.params.get("model"))
+        name = tracking.registered_model_name(model)
+        alias = tracking.CHAMPION if per_model[model] == 1 else f"{tracking.CHAMPION}-{_alias_safe(label)}"
+        tags = {
+            "hsixai.experiment": e.name,
+            "hsixai.commit": e.rev,
+            "hsixai.group": label,
+            "hsixai.criterion": report["criterion"],
+            **{f"hsixai.{k}": str(e.params[k]) for k in ("model", "patch_size") if k in e.params},
+        }
+        metrics = {k: float(v) for k, v in e.metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        with tempfile.TemporaryDirectory(prefix="hsixai-register-") as tmp:
+            bundle.bundle_of_experiment(paths, e.name, e.rev, Path(tmp) / "bundle")
+            version = tracking.register_model(
+                paths, params.tracking.experiment, name, Path(tmp) / "bundle", tags, e.params, metrics, alias
+            )
+        registered[label] = f"models:/{name}@{alias} (version {version})"
+    return registered
+
+
+def _recommended_experiment(report: dict, label: str, exps: list[Experiment]) -> Experiment | None:
+    group, x_key = report["groups"][label], report["x"]
+    x = group["recommended"].get(x_key)
+    names = [r.get("experiment") for r in group["rows"] if x is not None and _same(r.get(x_key), x)]
+    return next((e for e in exps if e.name in names), None)
+
+
+def _alias_safe(label: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]+", "-", label).strip("-").lower() or "group"
 
 
 def build_report(

@@ -517,7 +517,12 @@ def download_model(paths: Paths, uri: str, dest: Path) -> Path:
 
     client(paths)  # MLflow's logging quietened
     try:
-        return Path(mlflow.artifacts.download_artifacts(uri, dst_path=str(dest), tracking_uri=tracking_uri(paths)))
+        uri_of_store = tracking_uri(paths)  # the registry lives in the tracking store
+        return Path(
+            mlflow.artifacts.download_artifacts(
+                uri, dst_path=str(dest), tracking_uri=uri_of_store, registry_uri=uri_of_store
+            )
+        )
     except MlflowException as exc:
         raise HsixaiError(
             f"--model {uri}: no such registered model version in {tracking_uri(paths)} "

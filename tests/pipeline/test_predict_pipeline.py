@@ -79,7 +79,8 @@ def _predict_defaults_to_the_selections_recommended_experiment(root: Path, tmp_p
     """From the experiment's commit and the DVC cache: the workspace's models and bundle are gone."""
     # The metrics files are untracked in the test repository: -I puts them in the experiment, as `dvc exp run` does.
     run(["dvc", "exp", "save", "-n", "tiny-p5", "-I", "metrics", "consistency"], root)
-    run(["hsixai", "--no-progress", "select"], root)
+    selected = run(["hsixai", "--no-progress", "select"], root)
+    assert "the recommended point is registered as models:/hsixai-cnn2d@champion (version 1)" in selected.stdout
     expected = Paths.at(root).scene_map()
     shutil.rmtree(root / "models")
     shutil.rmtree(root / "bundle")
@@ -90,6 +91,49 @@ def _predict_defaults_to_the_selections_recommended_experiment(root: Path, tmp_p
         with rasterio.open(ours) as a, rasterio.open(theirs) as b:
             np.testing.assert_array_equal(a.read(), b.read())
             assert a.tags()["EXPERIMENT"] == "tiny-p5" and b.tags()["POINT"] == "workspace"
+
+    # The registry round trip: the version select registered maps the scene as the checkpoints do, from the
+    # registry alone (no repository files: --root elsewhere, the models gone), and carries its provenance.
+    registered = tmp_path / "registered.tif"
+    scene = str(root / "data" / "synthetic")
+    uri = "models:/hsixai-cnn2d@champion"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{root / 'mlflow.db'}"}
+    run(
+        [
+            "hsixai",
+            "--no-progress",
+            "--root",
+            str(elsewhere),
+            "predict",
+            scene,
+            "--model",
+            uri,
+            "--out",
+            str(registered),
+        ],
+        root,
+        env=env,
+    )
+    for ours, theirs in zip(MapFiles(registered).files[:2], expected.files[:2]):
+        with rasterio.open(ours) as a, rasterio.open(theirs) as b:
+            np.testing.assert_array_equal(a.read(), b.read())
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version_by_alias("hsixai-cnn2d", "champion")
+    assert version.tags["hsixai.experiment"] == "tiny-p5" and len(version.tags["hsixai.commit"]) == 40
+    assert version.tags["hsixai.patch_size"] == "5"
+    logged = client.get_run(version.run_id).data
+    assert {"f1_macro_test_leakfree", "consistency_jsdiv"} <= set(logged.metrics) and logged.params["patch_size"] == "5"
+    missing = run(
+        ["hsixai", "predict", scene, "--model", "models:/hsixai-cnn2d@nobody", "--out", str(tmp_path / "no.tif")],
+        root,
+        check=False,
+    )
+    assert missing.returncode == 2 and "no such registered model version" in missing.stderr
+    assert len(missing.stderr.strip().splitlines()) == 1 and not (tmp_path / "no.tif").exists()
 
     # What `hsixai sweep` does on a fresh clone, whose workspace never ran the data stages: the scene too is
     # read from the experiment's commit and the DVC cache.
