@@ -489,6 +489,10 @@ def register_model(
     from mlflow.exceptions import MlflowException
 
     mlflow_client = client(paths)
+    same = _version_with_tags(mlflow_client, name, tags)
+    if same is not None:  # selected again (a re-run sweep): point the alias at it rather than pile up copies
+        mlflow_client.set_registered_model_alias(name, alias, same)
+        return same
     exp_id = experiment_id(mlflow_client, experiment, paths)
     run = mlflow_client.create_run(exp_id, run_name=f"{name}-model", tags={**tags, "hsixai.role": "model"})
     logged = StageRun(mlflow_client, run.info.run_id, run.info.run_id, paths)
@@ -508,6 +512,13 @@ def register_model(
     )
     mlflow_client.set_registered_model_alias(name, alias, version.version)
     return str(version.version)
+
+
+def _version_with_tags(mlflow_client: Any, name: str, tags: dict[str, str]) -> str | None:
+    """The newest version of registered model `name` carrying exactly `tags`, if any."""
+    versions = mlflow_client.search_model_versions(f"name = '{name}'")  # none for a model not registered yet
+    same = [v for v in versions if all(v.tags.get(k) == value for k, value in tags.items())]
+    return str(max(int(v.version) for v in same)) if same else None
 
 
 def download_model(paths: Paths, uri: str, dest: Path) -> Path:

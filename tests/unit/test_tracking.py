@@ -195,8 +195,12 @@ def test_a_registered_bundle_comes_back_by_alias_and_an_unknown_alias_is_one_err
     tags = {"hsixai.experiment": "cnn2d-p5-123", "hsixai.commit": "a" * 40}
     first = tracking.register_model(paths, "hsixai", name, bundle, tags, {"patch_size": 5}, {"f1_macro_test": 0.8})
     (bundle / "bundle.json").write_text('{"patch_size": 7}')
+    tags = {**tags, "hsixai.experiment": "cnn2d-p7-456"}
     second = tracking.register_model(paths, "hsixai", name, bundle, tags, {"patch_size": 7}, {"f1_macro_test": 0.7})
     assert (first, second) == ("1", "2")
+    # the same point selected again (a re-run sweep) is the same version, and the alias stays on it
+    again = tracking.register_model(paths, "hsixai", name, bundle, tags, {"patch_size": 7}, {"f1_macro_test": 0.7})
+    assert again == "2" and len(tracking.client(paths).search_model_versions(f"name = '{name}'")) == 2
 
     champion = tracking.download_model(paths, f"models:/{name}@{tracking.CHAMPION}", tmp_path / "got")
     assert (champion / "bundle.json").read_text() == '{"patch_size": 7}'  # the alias moved to the newest version
