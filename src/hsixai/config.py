@@ -354,10 +354,14 @@ class AdaptConfig:
     stop_loss_t: float = 0.05
     stop_patience: int = 15
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # (pair, seed) jobs trained at once on the CPU, each in its own process on one torch thread, so results do
+    # not depend on it (not a dvc.yaml param). On CUDA the jobs run one after another.
+    workers: int = 2
 
     def __post_init__(self) -> None:
         for key in (
             "seeds",
+            "workers",
             "pretrain_steps",
             "pretrain_patience",
             "iterations",

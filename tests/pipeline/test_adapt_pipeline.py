@@ -78,6 +78,13 @@ def test_adapt_stages_write_the_ablation_for_both_pairs(dvc_repo):
 
     assert "Running stage" not in run(["dvc", "repro", "adapt_evaluate"], dvc_repo).stdout
 
+    # adapt.workers (2 here, from params.yaml) only spreads (pair, seed) jobs over processes: one worker
+    # writes the same bytes, so DVC finds every output unchanged and nothing downstream to re-run.
+    edit_params(dvc_repo, adapt={"workers": 1})
+    for stage in ("adapt_pretrain", "adapt"):
+        run(["dvc", "repro", "--force", "--single-item", stage], dvc_repo)
+    assert "Running stage" not in run(["dvc", "repro", "adapt_evaluate"], dvc_repo).stdout
+
     # The labels sweep reuses S and the ablation's own level; another labels level does not retrain S.
     out = run(["dvc", "repro", "adapt_labels"], dvc_repo).stdout
     assert _stages_run(out) == {"adapt_labels"}

@@ -17,15 +17,28 @@ stopping rule fired).
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 
 import numpy as np
+import torch
 
 from .. import tracking
 from ..config import Params
 from ..io import staged_outputs, write_json
 from ..paths import Paths
-from .common import EXPERIMENT, arms, device_of, load_few, load_prepared, load_segmenter, save_segmenter, seeds
+from .common import (
+    EXPERIMENT,
+    arms,
+    device_of,
+    load_few,
+    load_prepared,
+    load_segmenter,
+    run_jobs,
+    save_segmenter,
+    seeds,
+    segmenter_from_arrays,
+    state_arrays,
+)
 from .training import RunRecord, train_arm
 
 LOGGED_PARAMS = (
@@ -51,27 +64,52 @@ LOGGED_PARAMS = (
 )
 
 
+@dataclass(frozen=True)
+class SeedJob:
+    """Every arm of one pair and seed: one job of run_jobs (i: the seed's index among the ablation's seeds)."""
+
+    params: Params
+    paths: Paths
+    pair: str
+    i: int
+    seed: int
+    device: str
+
+
+def train_seed(job: SeedJob) -> list[tuple[RunRecord, dict[str, np.ndarray], np.ndarray | None, dict]]:
+    """Every arm of one pair and seed from its S: (run record, T's state, the gate map or None, S's meta) per arm."""
+    params, paths, device = job.params, job.paths, torch.device(job.device)
+    prep = load_prepared(paths.adapt_prepared_files(job.pair), job.pair, device)
+    few = load_few(paths.adapt_few_labels(job.pair), params.adapt.seeds, tuple(prep.target.shape[-2:]), device)
+    source, meta = load_segmenter(paths.adapt_source_checkpoint(job.pair, job.seed), device)
+    out = []
+    for arm in arms(params):
+        net, record, gate = train_arm(source, arm, params.adapt, params.n_classes, job.seed, prep, few[job.i])
+        out.append((record, state_arrays(net), None if gate is None else gate.cpu().numpy().astype(np.float32), meta))
+    return out
+
+
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/adapt_train.json's content."""
     device = device_of(params)
+    jobs = [
+        SeedJob(params, paths, pair, i, seed, str(device))
+        for pair in params.adapt.pairs
+        for i, seed in enumerate(seeds(params))
+    ]
     records: dict[str, list[RunRecord]] = {}
-    outputs = []  # (pair, record, net, gate)
-    for pair in params.adapt.pairs:
-        prep = load_prepared(paths.adapt_prepared_files(pair), pair, device)
-        few = load_few(paths.adapt_few_labels(pair), params.adapt.seeds, tuple(prep.target.shape[-2:]), device)
-        for i, seed in enumerate(seeds(params)):
-            source, meta = load_segmenter(paths.adapt_source_checkpoint(pair, seed), device)
-            for arm in arms(params):
-                net, record, gate = train_arm(source, arm, params.adapt, params.n_classes, seed, prep, few[i])
-                records.setdefault(pair, []).append(record)
-                outputs.append((pair, record, net, gate, meta))
-                if progress and arm != "adabn":
-                    print(
-                        f"adapt: {pair} seed {seed} {arm}: {record.iterations} iterations "
-                        f"({'stopped by the rule' if record.stopped_by_rule else 'at the cap'}), "
-                        f"{record.seconds / max(record.iterations, 1):.2f} s per iteration",
-                        flush=True,
-                    )
+    outputs = []  # (pair, record, T's state, gate, S's meta)
+    for job, results in zip(jobs, run_jobs(train_seed, jobs, params.adapt.workers, device), strict=True):
+        for record, state, gate, meta in results:
+            records.setdefault(job.pair, []).append(record)
+            outputs.append((job.pair, record, state, gate, meta))
+            if progress and record.arm != "adabn":
+                print(
+                    f"adapt: {job.pair} seed {job.seed} {record.arm}: {record.iterations} iterations "
+                    f"({'stopped by the rule' if record.stopped_by_rule else 'at the cap'}), "
+                    f"{record.seconds / max(record.iterations, 1):.2f} s per iteration",
+                    flush=True,
+                )
     summary = {
         pair: {
             "runs": [_public(r) for r in rs],
@@ -80,14 +118,14 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
         for pair, rs in records.items()
     }
     with staged_outputs(paths.adapt_target_models, files=(paths.metrics("adapt_train"),)) as (out, metrics):
-        for pair, record, net, gate, meta in outputs:
+        for pair, record, state, gate, meta in outputs:
             save_segmenter(
                 paths.adapt_target_checkpoint(pair, record.arm, record.seed, out),
-                net,
+                segmenter_from_arrays(state, meta),
                 {**meta, "arm": record.arm, "iterations": record.iterations},
             )
             if gate is not None:
-                np.save(paths.adapt_gate_map(pair, record.seed, out), gate.cpu().numpy().astype(np.float32))
+                np.save(paths.adapt_gate_map(pair, record.seed, out), gate)
         write_json(metrics, summary)
     with tracking.stage_run("adapt", params, paths, experiment=EXPERIMENT) as mlrun:
         mlrun.log_inputs([paths.adapt_prepared, paths.adapt_target_labels], "training")

@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import copy
 import json
+import multiprocessing
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +29,9 @@ from ..runtime import load_checkpoint, resolve_device, save_checkpoint
 from .models import Segmenter, batchnorm_layers
 
 EXPERIMENT = "adapt"  # the MLflow parent run of every adapt stage
+
+Job = TypeVar("Job")
+Result = TypeVar("Result")
 
 
 def arms(params: Params) -> list[str]:
@@ -46,21 +54,71 @@ def device_of(params: Params) -> torch.device:
     return resolve_device(params.adapt.device, "adapt.device")
 
 
+# --------------------------------------------------------------------------- jobs on the CPU cores
+def run_jobs(fn: Callable[[Job], Result], jobs: Sequence[Job], workers: int, device: torch.device) -> Iterator[Result]:
+    """fn(job) for every job, yielded in job order, up to `workers` at once in processes of their own.
+
+    Every job runs on one torch thread, in a worker or in this process, so a
+    result does not depend on `workers` (torch's CPU kernels may sum in another
+    order on another thread count). `fn` must be a module-level function and
+    jobs and results plain picklable data (numpy arrays, not tensors: torch
+    would pass tensors through shared-memory files). On CUDA, or with one
+    worker or one job, the jobs run here one after another. Workers are
+    spawned, not forked: a forked child inherits torch's thread pools and locks.
+    """
+    if device.type != "cpu" or workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            with _one_thread():
+                result = fn(job)
+            yield result
+        return
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=context, initializer=_worker_setup) as pool:
+        yield from pool.map(fn, jobs)
+
+
+def _worker_setup() -> None:
+    torch.set_num_threads(1)
+
+
+@contextmanager
+def _one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def state_arrays(net: nn.Module) -> dict[str, np.ndarray]:
+    """A network's state as numpy arrays, to send from a worker (run_jobs)."""
+    return {name: t.detach().cpu().numpy() for name, t in net.state_dict().items()}
+
+
+def segmenter_from_arrays(arrays: dict[str, np.ndarray], meta: dict) -> Segmenter:
+    """The segmenter of state_arrays (eval mode); `meta` as its checkpoint's (n_bands, n_classes, feature_map)."""
+    net = _segmenter_of(meta)
+    net.load_state_dict({name: torch.from_numpy(a) for name, a in arrays.items()})
+    return net.eval()
+
+
 # --------------------------------------------------------------------------- checkpoints (tensors only)
 def save_segmenter(path: Path, net: Segmenter, meta: dict) -> None:
     """Tensors and plain metadata only, so loading works with weights_only=True."""
     save_checkpoint(path, net.state_dict(), meta)
 
 
+def _segmenter_of(meta: dict) -> Segmenter:
+    """An untrained segmenter of a checkpoint's shape (its meta: n_bands, n_classes, feature_map)."""
+    return Segmenter(meta["n_bands"], meta["n_classes"], feature_map=meta.get("feature_map", "linear"))
+
+
 def load_segmenter(path: Path, device: torch.device | str = "cpu") -> tuple[Segmenter, dict]:
     """A segmenter in eval mode and its metadata; a bad checkpoint is refused in one line (runtime.load_checkpoint)."""
-
-    def build(meta: dict) -> Segmenter:
-        return Segmenter(meta["n_bands"], meta["n_classes"], feature_map=meta.get("feature_map", "linear"))
-
     return load_checkpoint(
         path,
-        build,
+        _segmenter_of,
         device,
         written_by="the adapt stages",
         missing_hint="run the adapt stages in order: dvc repro adapt_evaluate",

@@ -16,6 +16,7 @@ Output: metrics/adapt_labels.json.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -25,7 +26,16 @@ from ..config import Params
 from ..errors import HsixaiError
 from ..io import staged_outputs, write_json
 from ..paths import Paths
-from .common import EXPERIMENT, device_of, few_labels, labels_tag, load_prepared, load_segmenter, seeds
+from .common import (
+    EXPERIMENT,
+    device_of,
+    few_labels,
+    labels_tag,
+    load_prepared,
+    load_segmenter,
+    run_jobs,
+    seeds,
+)
 from .scoring import INTERVAL, VARIANTS, paired_interval, score_segmenter
 from .training import train_arm
 
@@ -34,6 +44,47 @@ def levels(params: Params) -> list[int | str]:
     """The ablation's level first, then the sweep's (without repeating it)."""
     main = params.adapt.target_labels_per_class
     return [main, *(v for v in params.adapt.labels_sweep if v != main)]
+
+
+@dataclass(frozen=True)
+class LevelJob:
+    """The sweep's arms at one labels level for one pair and seed: one job of run_jobs."""
+
+    params: Params
+    paths: Paths
+    pair: str
+    level: int | str
+    seed: int
+    device: str
+
+
+def train_level(job: LevelJob) -> dict[str, dict]:
+    """arm -> {seed, labelled_pixels, macro F1 as trained and recalibrated[, iterations, stopped_by_rule]}.
+
+    At the ablation's own level the adapt stage's checkpoint is scored (its
+    iterations come from metrics/adapt_train.json, in run); other levels train the arm.
+    """
+    cfg, device = job.params.adapt, torch.device(job.device)
+    prep = load_prepared(job.paths.adapt_prepared_files(job.pair), job.pair, device)
+    pool = prep.target_pool.cpu().numpy().astype(np.int8)
+    few = torch.from_numpy(few_labels(pool, job.level, job.seed)).long().to(device)
+    source, _ = load_segmenter(job.paths.adapt_source_checkpoint(job.pair, job.seed), device)
+    rows = {}
+    for arm in cfg.labels_sweep_arms:
+        if job.level == cfg.target_labels_per_class:
+            net, _ = load_segmenter(job.paths.adapt_target_checkpoint(job.pair, arm, job.seed), device)
+            record = {}
+        else:
+            net, run_record, _ = train_arm(source, arm, cfg, job.params.n_classes, job.seed, prep, few)
+            record = {"iterations": run_record.iterations, "stopped_by_rule": run_record.stopped_by_rule}
+        scored = score_segmenter(net, prep, job.params.n_classes, cfg.tile)
+        rows[arm] = {
+            "seed": job.seed,
+            "labelled_pixels": int((few >= 0).sum()),
+            **record,
+            **{v: scored.target[v]["f1_macro"] for v in VARIANTS},
+        }
+    return rows
 
 
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
@@ -50,40 +101,25 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     if not train_path.is_file():
         raise HsixaiError(f"{train_path}: not found (run the adapt stage first)")
     main_runs = json.loads(train_path.read_text())
-    out: dict[str, dict] = {}
-    for pair in cfg.pairs:
-        prep = load_prepared(paths.adapt_prepared_files(pair), pair, device)
-        pool = prep.target_pool.cpu().numpy().astype(np.int8)
-        table = {}
-        for level in levels(params):
-            rows: dict[str, list[dict]] = {arm: [] for arm in arms}
-            for seed in seeds(params):
-                source, _ = load_segmenter(paths.adapt_source_checkpoint(pair, seed), device)
-                few = torch.from_numpy(few_labels(pool, level, seed)).long().to(device)
-                for arm in arms:
-                    if level == cfg.target_labels_per_class:
-                        net, _ = load_segmenter(paths.adapt_target_checkpoint(pair, arm, seed), device)
-                        record = _main_run(main_runs, pair, arm, seed, train_path)
-                    else:
-                        net, run_record, _ = train_arm(source, arm, cfg, params.n_classes, seed, prep, few)
-                        record = {"iterations": run_record.iterations, "stopped_by_rule": run_record.stopped_by_rule}
-                    scored = score_segmenter(net, prep, params.n_classes, cfg.tile)
-                    rows[arm].append(
-                        {
-                            "seed": seed,
-                            "labelled_pixels": int((few >= 0).sum()),
-                            **record,
-                            **{v: scored.target[v]["f1_macro"] for v in VARIANTS},
-                        }
-                    )
-                    if progress:
-                        print(
-                            f"adapt_labels: {pair} labels {level} seed {seed} {arm}: macro F1 "
-                            f"{scored.target['as_trained']['f1_macro']:.3f} ({record['iterations']} iterations)",
-                            flush=True,
-                        )
-            table[labels_tag(level)] = _level_summary(rows, arms)
-        out[pair] = table
+    jobs = [
+        LevelJob(params, paths, pair, level, seed, str(device))
+        for pair in cfg.pairs
+        for level in levels(params)
+        for seed in seeds(params)
+    ]
+    rows: dict[str, dict[str, dict[str, list[dict]]]] = {}  # pair -> level tag -> arm -> per-seed rows
+    for job, job_rows in zip(jobs, run_jobs(train_level, jobs, cfg.workers, device), strict=True):
+        for arm, row in job_rows.items():
+            if job.level == cfg.target_labels_per_class:
+                row.update(_main_run(main_runs, job.pair, arm, job.seed, train_path))
+            rows.setdefault(job.pair, {}).setdefault(labels_tag(job.level), {}).setdefault(arm, []).append(row)
+            if progress:
+                print(
+                    f"adapt_labels: {job.pair} labels {job.level} seed {job.seed} {arm}: macro F1 "
+                    f"{row['as_trained']:.3f} ({row['iterations']} iterations)",
+                    flush=True,
+                )
+    out = {pair: {tag: _level_summary(by_arm, arms) for tag, by_arm in table.items()} for pair, table in rows.items()}
     summary = {
         "seeds": seeds(params),
         "arms": arms,

@@ -9,6 +9,7 @@ data/adapt/source_models/<pair>/source_<seed>.pt, metrics/adapt_pretrain.json.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -19,7 +20,18 @@ from ..config import Params
 from ..io import staged_outputs, write_json
 from ..metrics import balanced_class_weights, f1_macro
 from ..paths import Paths
-from .common import EXPERIMENT, Prepared, device_of, load_prepared, random_tile, save_segmenter, seeds
+from .common import (
+    EXPERIMENT,
+    Prepared,
+    device_of,
+    load_prepared,
+    random_tile,
+    run_jobs,
+    save_segmenter,
+    seeds,
+    segmenter_from_arrays,
+    state_arrays,
+)
 from .models import Segmenter
 
 # With tiles, a step sees a batch of this many (BatchNorm needs more than one small tile's statistics).
@@ -80,43 +92,63 @@ def pretrain(prep: Prepared, params: Params, seed: int, device: torch.device) ->
     }
 
 
+@dataclass(frozen=True)
+class PretrainJob:
+    """S of one pair and seed: one job of run_jobs."""
+
+    params: Params
+    paths: Paths
+    pair: str
+    seed: int
+    device: str
+
+
+def pretrain_seed(job: PretrainJob) -> tuple[dict[str, np.ndarray], dict, int, float]:
+    """S's state, its record, the pair's band count and the seconds it took."""
+    device = torch.device(job.device)
+    prep = load_prepared(job.paths.adapt_prepared_files(job.pair), job.pair, device)
+    start = time.perf_counter()
+    net, record = pretrain(prep, job.params, job.seed, device)
+    return state_arrays(net), record, prep.n_bands, time.perf_counter() - start
+
+
 def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     """Run the stage. Returns metrics/adapt_pretrain.json's content."""
     device = device_of(params)
+    jobs = [
+        PretrainJob(params, paths, pair, seed, str(device)) for pair in params.adapt.pairs for seed in seeds(params)
+    ]
     out_records: dict[str, list[dict]] = {}
     nets, seconds = [], []
-    for pair in params.adapt.pairs:
-        prep = load_prepared(paths.adapt_prepared_files(pair), pair, device)
-        for seed in seeds(params):
-            start = time.perf_counter()
-            net, record = pretrain(prep, params, seed, device)
-            seconds.append(time.perf_counter() - start)
-            out_records.setdefault(pair, []).append(record)
-            nets.append((pair, net, record, prep.n_bands))
-            if progress:
-                print(
-                    f"adapt_pretrain: {pair} seed {seed}: source val F1 {record['f1_macro_val']:.3f} "
-                    f"(step {record['best_step']} of {record['steps']}, {seconds[-1]:.1f} s)",
-                    flush=True,
-                )
+    for job, (state, record, n_bands, took) in zip(
+        jobs, run_jobs(pretrain_seed, jobs, params.adapt.workers, device), strict=True
+    ):
+        seconds.append(took)
+        out_records.setdefault(job.pair, []).append(record)
+        nets.append((job.pair, state, record, n_bands))
+        if progress:
+            print(
+                f"adapt_pretrain: {job.pair} seed {job.seed}: source val F1 {record['f1_macro_val']:.3f} "
+                f"(step {record['best_step']} of {record['steps']}, {took:.1f} s)",
+                flush=True,
+            )
     # Results only in the DVC metrics file: wall times differ run to run, so they go to MLflow.
     summary = {
         pair: {"f1_macro_val": float(np.mean([r["f1_macro_val"] for r in records])), "per_seed": records}
         for pair, records in out_records.items()
     }
     with staged_outputs(paths.adapt_source_models, files=(paths.metrics("adapt_pretrain"),)) as (out, metrics):
-        for pair, net, record, n_bands in nets:
+        for pair, state, record, n_bands in nets:
+            meta = {
+                "n_bands": n_bands,
+                "n_classes": params.n_classes,
+                "seed": record["seed"],
+                "pair": pair,
+                "feature_map": params.adapt.feature_map,
+                "f1_macro_val": record["f1_macro_val"],
+            }
             save_segmenter(
-                paths.adapt_source_checkpoint(pair, record["seed"], out),
-                net,
-                {
-                    "n_bands": n_bands,
-                    "n_classes": params.n_classes,
-                    "seed": record["seed"],
-                    "pair": pair,
-                    "feature_map": params.adapt.feature_map,
-                    "f1_macro_val": record["f1_macro_val"],
-                },
+                paths.adapt_source_checkpoint(pair, record["seed"], out), segmenter_from_arrays(state, meta), meta
             )
         write_json(metrics, summary)
     with tracking.stage_run("adapt_pretrain", params, paths, experiment=EXPERIMENT) as mlrun:
