@@ -101,6 +101,12 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     if not train_path.is_file():
         raise HsixaiError(f"{train_path}: not found (run the adapt stage first)")
     main_runs = json.loads(train_path.read_text())
+    main_level = {  # read before any training: a missing run is an error now, not after the sweep
+        (pair, arm, seed): _main_run(main_runs, pair, arm, seed, train_path)
+        for pair in cfg.pairs
+        for arm in arms
+        for seed in seeds(params)
+    }
     jobs = [
         LevelJob(params, paths, pair, level, seed, str(device))
         for pair in cfg.pairs
@@ -111,7 +117,7 @@ def run(params: Params, paths: Paths, progress: bool = True) -> dict:
     for job, job_rows in zip(jobs, run_jobs(train_level, jobs, cfg.workers, device), strict=True):
         for arm, row in job_rows.items():
             if job.level == cfg.target_labels_per_class:
-                row.update(_main_run(main_runs, job.pair, arm, job.seed, train_path))
+                row.update(main_level[job.pair, arm, job.seed])
             rows.setdefault(job.pair, {}).setdefault(labels_tag(job.level), {}).setdefault(arm, []).append(row)
             if progress:
                 print(
